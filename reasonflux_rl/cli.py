@@ -1,0 +1,55 @@
+"""The ``reasonflux-rl`` command: ``train`` and ``tiny-models``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+USAGE = """usage: reasonflux-rl <command> [options]
+
+commands:
+  train        GRPO training with the mixed outcome + PRM reward (reasonflux-rl train --config FILE.yaml)
+  tiny-models  write a tiny tokenizer, policy and PRM for dry runs and tests (reasonflux-rl tiny-models --out DIR)
+
+Run `reasonflux-rl <command> --help` for a command's options.
+"""
+
+
+def _tiny_models(argv: Sequence[str]) -> None:
+    from .tiny import write_tiny_models
+
+    parser = argparse.ArgumentParser(prog="reasonflux-rl tiny-models", description=write_tiny_models.__doc__)
+    parser.add_argument("--out", required=True, help="directory to write policy/ and prm/ into")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    paths = write_tiny_models(args.out, seed=args.seed)
+    print(f"policy: {paths.policy}\nprm:    {paths.prm}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Dispatch ``reasonflux-rl <command>``; the training command's flags are TRL's and ours (see ``train --help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    from .errors import ConfigError
+
+    try:
+        if command == "train":
+            from .train import main as train
+
+            train(rest)
+        elif command == "tiny-models":
+            _tiny_models(rest)
+        else:
+            print(f"reasonflux-rl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+            raise SystemExit(2)
+    except ConfigError as err:
+        print(f"reasonflux-rl {command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The reward's configuration, parsed the TRL way (``TrlParser``) beside ``GRPOConfig`` and ``ModelConfig``.
+
+Field names carry a ``prm_``/``outcome_`` prefix because they share one command line with ``GRPOConfig``, whose
+``beta`` is the KL coefficient; the mixing weight of eq. 12 of the paper is ``prm_beta`` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConfigError
+from .prm.aggregate import AGGREGATIONS
+from .prm.format import DEFAULT_SYSTEM_PROMPT, PARTS
+from .schedule import SCHEDULES
+
+NORMALISATIONS: tuple[str, ...] = ("none", "group_zscore", "group_minmax", "group_rank", "batch_zscore")
+REWARD_MODES: tuple[str, ...] = ("mixed", "separate")
+
+
+@dataclass
+class RewardArguments:
+    """How the GRPO reward ``r = (1 - prm_beta) * r_outcome + prm_beta * normalise(r_prm)`` is computed.
+
+    Bad values raise [`~reasonflux_rl.errors.ConfigError`] (a ``ValueError``) naming the key and the allowed values
+    as soon as the dataclass is built, before anything is loaded.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.config import RewardArguments
+    >>> RewardArguments(prm_beta=0.0).prm_beta
+    0.0
+    >>> try:
+    ...     RewardArguments(prm_beta=1.5)
+    ... except ValueError as err:
+    ...     print(err)
+    prm_beta=1.5 is out of range: it must be in [0, 1]
+
+    ```
+    """
+
+    prm_beta: float = field(
+        default=0.75,
+        metadata={"help": "Weight of the normalised PRM score in the mixed reward, in [0, 1]; 0 is outcome only."},
+    )
+    prm_beta_schedule: str = field(
+        default="constant",
+        metadata={"help": f"How beta moves over training: one of {SCHEDULES}; schedules end at prm_beta "
+                  "(warm-up) or start from it (decays)."},
+    )
+    prm_beta_schedule_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps the beta schedule spans (default: the run's max_steps)."}
+    )
+    reward_mode: str = field(
+        default="mixed",
+        metadata={"help": "'mixed': one reward function returning the mix; 'separate': outcome and PRM as two TRL "
+                  "reward functions with reward_weights [1 - prm_beta, prm_beta] (constant beta only)."},
+    )
+    prm_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Local directory of the PRM checkpoint (e.g. ReasonFlux-PRM-7B). Required when prm_beta > 0."},
+    )
+    prm_normalisation: str = field(
+        default="none",
+        metadata={"help": f"How PRM trajectory scores are normalised before mixing: one of {NORMALISATIONS}."},
+    )
+    prm_aggregation: str = field(
+        default="mean",
+        metadata={"help": f"How step scores become one trajectory score: one of {AGGREGATIONS}."},
+    )
+    prm_parts: str = field(
+        default="both",
+        metadata={"help": f"Which part of the completion the PRM scores: one of {PARTS}."},
+    )
+    prm_max_steps: int | None = field(
+        default=None, metadata={"help": "Cap on steps per completion; steps past it merge into the last one."}
+    )
+    prm_max_length: int | None = field(
+        default=None,
+        metadata={"help": "PRM context in tokens (default: the checkpoint's max_position_embeddings). Oldest steps "
+                  "that do not fit are dropped, never scored."},
+    )
+    prm_batch_tokens: int = field(
+        default=16384, metadata={"help": "Padded tokens per PRM forward pass (length-sorted batches)."}
+    )
+    prm_dtype: str = field(default="auto", metadata={"help": "PRM dtype: auto (bf16 on GPU, fp32 on CPU) or a name."})
+    prm_system_prompt: str | None = field(
+        default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message of the PRM input; empty string for none."}
+    )
+    outcome_require_closed_thinking: bool = field(
+        default=True,
+        metadata={"help": "A completion that never closes its thinking (cut at the length limit) scores 0."},
+    )
+    outcome_timeout_seconds: float = field(
+        default=5.0, metadata={"help": "Hard per-item time limit of answer verification, in seconds."}
+    )
+    outcome_num_workers: int | None = field(
+        default=None, metadata={"help": "Verification worker processes (default: the cores available)."}
+    )
+    solution_column: str = field(default="solution", metadata={"help": "Dataset column holding the reference answer."})
+    problem_column: str = field(
+        default="problem",
+        metadata={"help": "Dataset column holding the problem text shown to the PRM (default: the prompt's last user "
+                  "message when the column is absent)."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prm_beta <= 1.0:
+            raise ConfigError(f"prm_beta={self.prm_beta} is out of range: it must be in [0, 1]")
+        for key, allowed in (
+            ("prm_beta_schedule", SCHEDULES),
+            ("reward_mode", REWARD_MODES),
+            ("prm_normalisation", NORMALISATIONS),
+            ("prm_aggregation", AGGREGATIONS),
+            ("prm_parts", PARTS),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: choose one of {list(allowed)}")
+        if self.prm_beta > 0 and not self.prm_name_or_path:
+            raise ConfigError(
+                f"prm_name_or_path is missing but prm_beta={self.prm_beta} > 0: give the PRM checkpoint directory, "
+                "or set prm_beta: 0 for the outcome reward alone"
+            )
+        if self.reward_mode == "separate" and self.prm_beta_schedule != "constant":
+            raise ConfigError(
+                f"prm_beta_schedule={self.prm_beta_schedule!r} needs reward_mode='mixed': TRL's reward_weights are "
+                "fixed for the whole run"
+            )
+        if self.reward_mode == "separate" and not self.prm_name_or_path:
+            raise ConfigError("reward_mode='separate' needs prm_name_or_path (the second reward function is the PRM)")
+        for key in ("prm_max_steps", "prm_max_length", "prm_beta_schedule_steps", "outcome_num_workers"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}={value} must be a positive integer or unset")
+        if self.prm_batch_tokens < 1:
+            raise ConfigError(f"prm_batch_tokens={self.prm_batch_tokens} must be a positive integer")
+        if self.outcome_timeout_seconds <= 0:
+            raise ConfigError(f"outcome_timeout_seconds={self.outcome_timeout_seconds} must be positive")
+        if self.prm_dtype != "auto" and not isinstance(getattr(torch, self.prm_dtype, None), torch.dtype):
+            raise ConfigError(f"prm_dtype={self.prm_dtype!r} is not allowed: use 'auto' or a torch dtype name")
+        if self.prm_system_prompt == "":
+            self.prm_system_prompt = None

@@ -1,0 +1,356 @@
+"""Normalise PRM trajectory scores and mix them with the outcome reward: eq. 12 of the ReasonFlux-PRM paper.
+
+``r = (1 - beta) * r_outcome + beta * normalise(r_prm)``.
+
+Group normalisations work on the ``num_generations`` completions of one prompt. TRL hands each rank only its slice
+of the generation batch and a group can straddle two ranks, so raw scores are gathered across ranks before any
+group or batch statistic is taken; every rank then keeps its own slice.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import NORMALISATIONS
+from .prm.aggregate import aggregate
+from .prm.scorer import StepScorer
+from .schedule import beta_at
+from .trajectory import completion_text, prompt_text
+
+Score = float | None
+
+
+def _zscore(values: list[Score]) -> list[Score]:
+    present = [v for v in values if v is not None]
+    mean = statistics.fmean(present) if present else 0.0
+    # Unbiased std as TRL's group advantages use; a constant group carries no signal and maps to 0.
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    if std < 1e-8:
+        return [None if v is None else 0.0 for v in values]
+    return [None if v is None else (v - mean) / std for v in values]
+
+
+def _minmax(values: list[Score]) -> list[Score]:
+    present = [v for v in values if v is not None]
+    low, high = (min(present), max(present)) if present else (0.0, 0.0)
+    if high - low < 1e-8:
+        return [None if v is None else 0.5 for v in values]
+    return [None if v is None else (v - low) / (high - low) for v in values]
+
+
+def _rank(values: list[Score]) -> list[Score]:
+    present = sorted(v for v in values if v is not None)
+    if len(present) < 2:
+        return [None if v is None else 0.5 for v in values]
+    out: list[Score] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        below = sum(1 for p in present if p < v)
+        ties = sum(1 for p in present if p == v)
+        # Tied scores share the mean of their ranks, so equal scores get equal rewards.
+        out.append((below + (ties - 1) / 2) / (len(present) - 1))
+    return out
+
+
+def normalise(scores: Sequence[Score], method: str = "none", group_size: int | None = None) -> list[Score]:
+    """Normalise a full batch of trajectory scores (``None`` = no score, kept as ``None``).
+
+    ``group_*`` methods treat each run of ``group_size`` consecutive scores as one prompt's group; a group whose
+    scores are all equal maps to 0 (z-score) or 0.5 (min-max, rank) rather than dividing by zero.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.mixing import normalise
+    >>> normalise([0.2, 0.4, 0.9, 0.9], "group_minmax", group_size=2)
+    [0.0, 1.0, 0.5, 0.5]
+    >>> normalise([0.1, 0.3, 0.2, None], "group_rank", group_size=4)
+    [0.0, 1.0, 0.5, None]
+    >>> normalise([1.0, 3.0], "batch_zscore")
+    [-0.7071067811865475, 0.7071067811865475]
+
+    ```
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(f"normalisation={method!r} is not one of {list(NORMALISATIONS)}")
+    values = list(scores)
+    if method == "none":
+        return values
+    if method == "batch_zscore":
+        return _zscore(values)
+    if not group_size or len(values) % group_size:
+        raise ValueError(
+            f"{method} needs the batch ({len(values)} scores) to be whole groups of num_generations={group_size}"
+        )
+    transform = {"group_zscore": _zscore, "group_minmax": _minmax, "group_rank": _rank}[method]
+    out: list[Score] = []
+    for start in range(0, len(values), group_size):
+        out += transform(values[start : start + group_size])
+    return out
+
+
+def mix(outcome: Sequence[Score], prm: Sequence[Score], beta: float) -> list[Score]:
+    """``(1 - beta) * outcome + beta * prm`` per row; a missing part contributes nothing, both missing gives None.
+
+    This is what TRL computes for two reward functions with ``reward_weights=[1 - beta, beta]`` (a ``None`` reward is
+    NaN and ``nansum`` skips it), so the one-callable and two-callable set-ups agree row for row.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.mixing import mix
+    >>> mix([1.0, 0.0, None, None], [0.5, 0.5, 0.5, None], beta=0.75)
+    [0.625, 0.375, 0.375, None]
+
+    ```
+    """
+    if len(outcome) != len(prm):
+        raise ValueError(f"got {len(outcome)} outcome rewards but {len(prm)} PRM scores")
+    out: list[Score] = []
+    for o, p in zip(outcome, prm):
+        if o is None and p is None:
+            out.append(None)
+        else:
+            out.append((0.0 if o is None else (1.0 - beta) * o) + (0.0 if p is None else beta * p))
+    return out
+
+
+def gather_normalise(scores: list[Score], method: str, group_size: int | None) -> list[Score]:
+    """[`normalise`] over the global batch when running distributed; returns this rank's slice.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.mixing import gather_normalise
+    >>> gather_normalise([0.2, 0.6], "group_minmax", group_size=2)  # single process: same as normalise
+    [0.0, 1.0]
+
+    ```
+    """
+    if method == "none":
+        return list(scores)
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return normalise(scores, method, group_size)
+    # gather_object concatenates in rank order, which is the order of the global generation batch.
+    per_rank = gather_object([list(scores)])
+    offset = sum(len(part) for part in per_rank[: state.process_index])
+    flat = [score for part in per_rank for score in part]
+    return normalise(flat, method, group_size)[offset : offset + len(scores)]
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 2 or statistics.pstdev(xs) < 1e-12 or statistics.pstdev(ys) < 1e-12:
+        return None
+    return statistics.correlation(xs, ys)
+
+
+def _log_mean(log_metric: Callable[[str, float], None], name: str, values: Sequence[Score]) -> None:
+    # A batch with nothing to average logs nothing: a NaN would poison TRL's running mean of the metric.
+    present = [v for v in values if v is not None]
+    if present:
+        log_metric(name, statistics.fmean(present))
+
+
+@dataclass
+class PRMBatch:
+    """What [`PRMReward.score`] computed for one batch: raw and normalised trajectory scores and step details."""
+
+    raw: list[Score]
+    normalised: list[Score]
+    step_scores: list[list[float]]
+    num_steps: list[int]
+    dropped_fraction: list[float]
+
+
+class PRMReward:
+    """TRL reward function returning the normalised PRM trajectory score of each completion.
+
+    Use it on its own, or beside the outcome reward with ``reward_weights: [1 - beta, beta]`` (see the README for how
+    that interacts with ``multi_objective_aggregation``). It logs ``reasonflux/prm_mean`` (raw), ``prm_std``,
+    ``prm_normalised_mean``, ``prm_missing``, ``steps_mean`` and ``dropped_step_frac``, and the step scores as a
+    ``prm_step_scores`` column of the completions table.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.mixing import PRMReward
+    >>> from reasonflux_rl.prm.scorer import StepScorer
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> prm = PRMReward(StepScorer.from_pretrained(write_tiny_models(tempfile.mkdtemp()).prm),
+    ...                 normalisation="group_minmax", num_generations=2)
+    >>> prm(prompts=["1+1?"] * 2, completions=["2", "It is 2.\\n\\nSo \\\\boxed{2}."])
+    [1.0, 0.0]
+
+    ```
+    """
+
+    __name__ = "prm"
+
+    def __init__(
+        self,
+        scorer: StepScorer,
+        *,
+        normalisation: str = "none",
+        aggregation: str = "mean",
+        num_generations: int | None = None,
+        problem_column: str = "problem",
+    ) -> None:
+        normalise([], normalisation, num_generations or 1)
+        aggregate([], aggregation)
+        self.scorer = scorer
+        self.normalisation = normalisation
+        self.aggregation = aggregation
+        self.num_generations = num_generations
+        self.problem_column = problem_column
+
+    def score(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> PRMBatch:
+        """Score and normalise one batch (this rank's slice; normalisation statistics are global)."""
+        problems = kwargs.get(self.problem_column) or [prompt_text(p) for p in prompts]
+        results = self.scorer.score(list(problems), [completion_text(c) for c in completions])
+        step_scores = [r.step_scores for r in results]
+        raw = [aggregate(s, self.aggregation) for s in step_scores]
+        return PRMBatch(
+            raw=raw,
+            normalised=gather_normalise(raw, self.normalisation, self.num_generations),
+            step_scores=step_scores,
+            num_steps=[r.num_steps for r in results],
+            dropped_fraction=[r.dropped_fraction for r in results],
+        )
+
+    def log(self, batch: PRMBatch, log_metric=None, log_extra=None) -> None:
+        """Report a batch through TRL's ``log_metric`` / ``log_extra`` (either may be ``None``)."""
+        if log_metric is not None:
+            present = [v for v in batch.raw if v is not None]
+            _log_mean(log_metric, "reasonflux/prm_mean", batch.raw)
+            if present:
+                log_metric("reasonflux/prm_std", statistics.pstdev(present))
+            _log_mean(log_metric, "reasonflux/prm_normalised_mean", batch.normalised)
+            log_metric("reasonflux/prm_missing", float(len(batch.raw) - len(present)))
+            _log_mean(log_metric, "reasonflux/steps_mean", batch.num_steps)
+            _log_mean(log_metric, "reasonflux/dropped_step_frac", batch.dropped_fraction)
+        if log_extra is not None:
+            log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        **kwargs: Any,
+    ) -> list[Score]:
+        batch = self.score(prompts, completions, **kwargs)
+        self.log(batch, log_metric, log_extra)
+        return batch.normalised
+
+
+class MixedReward:
+    """TRL reward function for ``(1 - beta) * r_outcome + beta * normalise(r_prm)``.
+
+    ``outcome`` is a TRL reward callable (e.g. [`~reasonflux_rl.outcome.OutcomeReward`]); ``scorer`` a
+    [`~reasonflux_rl.prm.scorer.StepScorer`], or ``None`` for beta 0. ``beta_schedule`` (see
+    [`~reasonflux_rl.schedule.beta_at`]) moves beta over ``beta_schedule_steps`` optimizer steps (default: the run's
+    ``max_steps``), read from TRL's ``trainer_state``. Besides [`PRMReward`]'s metrics it logs
+    ``reasonflux/outcome_mean``, ``mixed_mean``, ``beta``, ``outcome_missing`` and ``prm_outcome_corr`` (Pearson
+    correlation of raw PRM score and outcome within the batch).
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.mixing import MixedReward
+    >>> from reasonflux_rl.prm.scorer import StepScorer
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> scorer = StepScorer.from_pretrained(write_tiny_models(tempfile.mkdtemp()).prm)
+    >>> exact = lambda completions, solution, **kw: [float(c == s) for c, s in zip(completions, solution)]
+    >>> reward = MixedReward(exact, scorer, beta=0.0)
+    >>> reward(prompts=["1+1?", "1+1?"], completions=["2", "3"], solution=["2", "2"])
+    [1.0, 0.0]
+
+    ```
+    """
+
+    __name__ = "mixed_reward"
+
+    def __init__(
+        self,
+        outcome: Callable[..., list[Score]],
+        scorer: StepScorer | None,
+        *,
+        beta: float = 0.75,
+        beta_schedule: str = "constant",
+        beta_schedule_steps: int | None = None,
+        normalisation: str = "none",
+        aggregation: str = "mean",
+        num_generations: int | None = None,
+        problem_column: str = "problem",
+    ) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta={beta} must be in [0, 1]")
+        if scorer is None and beta > 0:
+            raise ValueError(f"beta={beta} > 0 needs a PRM scorer")
+        beta_at(beta_schedule, beta, 0, beta_schedule_steps or 1)
+        self.outcome = outcome
+        self.prm = None
+        if scorer is not None:
+            self.prm = PRMReward(
+                scorer,
+                normalisation=normalisation,
+                aggregation=aggregation,
+                num_generations=num_generations,
+                problem_column=problem_column,
+            )
+        self.beta = beta
+        self.beta_schedule = beta_schedule
+        self.beta_schedule_steps = beta_schedule_steps
+
+    def close(self) -> None:
+        """Release what the outcome reward holds (its verification worker processes), if it holds anything."""
+        close = getattr(self.outcome, "close", None)
+        if close is not None:
+            close()
+
+    def current_beta(self, trainer_state: Any = None) -> float:
+        """Beta at the trainer's current optimizer step (the constant ``beta`` outside a trainer)."""
+        if self.beta_schedule == "constant":
+            return self.beta
+        step = getattr(trainer_state, "global_step", 0) or 0
+        total = self.beta_schedule_steps or getattr(trainer_state, "max_steps", None)
+        return beta_at(self.beta_schedule, self.beta, step, total)
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        trainer_state: Any = None,
+        **kwargs: Any,
+    ) -> list[Score]:
+        kwargs.pop("completion_ids", None)
+        beta = self.current_beta(trainer_state)
+        outcome = self.outcome(completions=completions, log_metric=log_metric, log_extra=log_extra, **kwargs)
+        if self.prm is None:
+            mixed = mix(outcome, [None] * len(outcome), beta)
+            batch = None
+        else:
+            batch = self.prm.score(prompts, completions, **kwargs)
+            self.prm.log(batch, log_metric, log_extra)
+            # With beta = 0 the PRM must not change a row, not even by turning a None outcome into 0.
+            mixed = mix(outcome, batch.normalised if beta > 0 else [None] * len(outcome), beta)
+        if log_metric is not None:
+            log_metric("reasonflux/beta", beta)
+            _log_mean(log_metric, "reasonflux/outcome_mean", outcome)
+            _log_mean(log_metric, "reasonflux/mixed_mean", mixed)
+            log_metric("reasonflux/outcome_missing", float(sum(o is None for o in outcome)))
+            if batch is not None:
+                pairs = [(o, p) for o, p in zip(outcome, batch.raw) if o is not None and p is not None]
+                corr = _pearson([o for o, _ in pairs], [p for _, p in pairs])
+                if corr is not None:
+                    log_metric("reasonflux/prm_outcome_corr", corr)
+        return mixed

@@ -1,0 +1,183 @@
+"""Build the mixed reward from [`RewardArguments`], and expose it by dotted path for ``trl grpo``.
+
+``trl grpo --reward_funcs reasonflux_rl.rewards.mixed_reward`` imports [`mixed_reward`]; it has no config of its own
+on that command line, so it reads every [`RewardArguments`] field from an environment variable named
+``REASONFLUX_<FIELD>`` (e.g. ``REASONFLUX_PRM_NAME_OR_PATH``, ``REASONFLUX_PRM_BETA``), which a TRL YAML config can
+set in its ``env:`` section. Group normalisations also need ``REASONFLUX_NUM_GENERATIONS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import HfArgumentParser
+
+from .config import RewardArguments
+from .mixing import MixedReward, Score
+from .outcome import OutcomeReward
+from .prm.inspect import inspect_checkpoint
+from .prm.scorer import StepScorer
+
+ENV_PREFIX = "REASONFLUX_"
+
+
+def validate(args: RewardArguments) -> None:
+    """Check what can be checked without loading weights: the PRM directory holds a supported PRM.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.config import RewardArguments
+    >>> from reasonflux_rl.rewards import validate
+    >>> try:
+    ...     validate(RewardArguments(prm_name_or_path="/no/such/prm"))
+    ... except ValueError as err:
+    ...     print(str(err)[:60])
+    prm_name_or_path='/no/such/prm' is not a local directory. Do
+
+    ```
+    """
+    if args.prm_name_or_path:
+        inspect_checkpoint(args.prm_name_or_path)
+
+
+def build_reward(
+    args: RewardArguments, num_generations: int | None = None, device: str | torch.device | None = None
+) -> MixedReward:
+    """The mixed reward described by ``args``, with the PRM on ``device`` (default: this process's accelerator).
+
+    The PRM is loaded whenever a path is given, also with ``prm_beta=0``, so an outcome-only run still logs PRM
+    scores for comparison.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.config import RewardArguments
+    >>> from reasonflux_rl.rewards import build_reward
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> prm = write_tiny_models(tempfile.mkdtemp()).prm
+    >>> reward = build_reward(RewardArguments(prm_name_or_path=str(prm), outcome_num_workers=1), num_generations=2)
+    >>> reward.beta, reward.prm.normalisation
+    (0.75, 'none')
+    >>> reward.close()
+
+    ```
+    """
+    validate(args)
+    if device is None:
+        from accelerate import PartialState
+
+        device = PartialState().device
+    scorer = None
+    if args.prm_name_or_path:
+        scorer = StepScorer.from_pretrained(
+            args.prm_name_or_path,
+            device=device,
+            dtype=args.prm_dtype,
+            parts=args.prm_parts,
+            max_steps=args.prm_max_steps,
+            max_length=args.prm_max_length,
+            batch_tokens=args.prm_batch_tokens,
+            system_prompt=args.prm_system_prompt,
+        )
+    outcome = OutcomeReward(
+        require_closed_thinking=args.outcome_require_closed_thinking,
+        timeout_seconds=args.outcome_timeout_seconds,
+        num_workers=args.outcome_num_workers,
+        gold_column=args.solution_column,
+    )
+    return MixedReward(
+        outcome,
+        scorer,
+        beta=args.prm_beta,
+        beta_schedule=args.prm_beta_schedule,
+        beta_schedule_steps=args.prm_beta_schedule_steps,
+        normalisation=args.prm_normalisation,
+        aggregation=args.prm_aggregation,
+        num_generations=num_generations,
+        problem_column=args.problem_column,
+    )
+
+
+def build_reward_funcs(
+    args: RewardArguments, num_generations: int | None = None, device: str | torch.device | None = None
+) -> tuple[list[Callable[..., list[Score]]], list[float] | None]:
+    """The ``reward_funcs`` (and ``reward_weights``, or ``None``) to give ``GRPOTrainer`` for ``args.reward_mode``.
+
+    ``mixed`` gives one [`MixedReward`]; ``separate`` gives the outcome and the
+    [`~reasonflux_rl.mixing.PRMReward`] with weights
+    ``[1 - prm_beta, prm_beta]``.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.config import RewardArguments
+    >>> from reasonflux_rl.rewards import build_reward_funcs
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> prm = str(write_tiny_models(tempfile.mkdtemp()).prm)
+    >>> funcs, weights = build_reward_funcs(
+    ...     RewardArguments(prm_name_or_path=prm, reward_mode="separate", outcome_num_workers=1))
+    >>> [f.__name__ for f in funcs], weights
+    (['outcome', 'prm'], [0.25, 0.75])
+    >>> funcs[0].close()
+
+    ```
+    """
+    reward = build_reward(args, num_generations, device)
+    if args.reward_mode == "mixed":
+        return [reward], None
+    return [reward.outcome, reward.prm], [1.0 - args.prm_beta, args.prm_beta]
+
+
+def reward_arguments_from_env(environ: dict[str, str] | None = None) -> RewardArguments:
+    """Parse [`RewardArguments`] from ``REASONFLUX_<FIELD>`` environment variables (unset fields keep defaults).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.rewards import reward_arguments_from_env
+    >>> reward_arguments_from_env({"REASONFLUX_PRM_BETA": "0", "REASONFLUX_PRM_AGGREGATION": "min"}).prm_aggregation
+    'min'
+
+    ```
+    """
+    environ = os.environ if environ is None else environ
+    argv: list[str] = []
+    for f in dataclasses.fields(RewardArguments):
+        value = environ.get(ENV_PREFIX + f.name.upper())
+        if value is not None:
+            argv += [f"--{f.name}", value]
+    (args,) = HfArgumentParser(RewardArguments).parse_args_into_dataclasses(args=argv)
+    return args
+
+
+_default: MixedReward | None = None
+_default_lock = threading.Lock()
+
+
+def mixed_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[Score]:
+    """The mixed reward for ``trl grpo --reward_funcs reasonflux_rl.rewards.mixed_reward``, configured from the
+    environment (see [`reward_arguments_from_env`]) on first call.
+
+    Example:
+    ```python
+    >>> import os
+    >>> from reasonflux_rl import rewards
+    >>> os.environ.update(REASONFLUX_PRM_BETA="0", REASONFLUX_OUTCOME_NUM_WORKERS="1")
+    >>> rewards.mixed_reward(prompts=["1+1?"], completions=["</think>\\n$\\\\boxed{2}$"], solution=["2"])
+    [1.0]
+    >>> rewards._default.close()
+
+    ```
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            generations = os.environ.get(ENV_PREFIX + "NUM_GENERATIONS")
+            _default = build_reward(reward_arguments_from_env(), int(generations) if generations else None)
+    return _default(prompts=prompts, completions=completions, **kwargs)
+
+

@@ -1,0 +1,147 @@
+"""Tiny, locally built stand-ins for the real checkpoints: a tokenizer, a Qwen2 policy and a step-classifier PRM.
+
+Every directory is written with ``save_pretrained`` in the hub layout, so the loading code that opens
+DeepSeek-R1-Distill-Qwen-7B or ReasonFlux-PRM-7B opens these unchanged. Use them to dry-run a cluster set-up without
+downloading 7B weights; the tests use them too. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AddedToken, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from .data import load_smoke_math
+from .prm.format import STEP_TAG
+from .prm.model import ARCHITECTURE, Qwen2ForProcessRewardModel
+
+# A Qwen/R1-distill style template: the generation prompt pre-fills "<think>\n" as DeepSeek-R1-Distill's does, so
+# completions carry a closing "</think>" but no opening tag.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", STEP_TAG]
+# Not special, as in the R1-distill tokenizer: TRL decodes completions with skip_special_tokens=True and the
+# reward must still see them.
+THINK_TOKENS = ["<think>", "</think>"]
+
+
+@dataclass(frozen=True)
+class TinyModelPaths:
+    """Where [`write_tiny_models`] put each checkpoint."""
+
+    policy: Path
+    prm: Path
+
+
+def _corpus() -> list[str]:
+    texts = []
+    for row in load_smoke_math():
+        answer = row["solution"].strip("$")
+        texts.append(row["problem"])
+        texts.append(f"<think>\nLet me work it out.\n\nSo the answer is {answer}.\n</think>\n\n"
+                     f"The answer is $\\boxed{{{answer}}}$.")
+    texts += ["Please reason step by step, and put your final answer within \\boxed{}.", "0123456789+-*/=()^.,"]
+    return texts
+
+
+def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on the shipped math data, with the think tags, step tag and chat template.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tiny import build_tokenizer
+    >>> tok = build_tokenizer()
+    >>> [len(tok.encode(t, add_special_tokens=False)) for t in ("<think>", "</think>", "<extra_0>")]
+    [1, 1, 1]
+
+    ```
+    """
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=[STEP_TAG],
+    )
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _decoder_config(tokenizer: PreTrainedTokenizerFast, **overrides) -> Qwen2Config:
+    settings = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    settings.update(overrides)
+    return Qwen2Config(**settings)
+
+
+def write_tiny_models(out: str | Path, seed: int = 0, **prm_overrides) -> TinyModelPaths:
+    """Write ``out/policy`` (Qwen2ForCausalLM) and ``out/prm`` (Qwen2ForProcessRewardModel layout) with tokenizers.
+
+    ``prm_overrides`` change the PRM's Qwen2 config (e.g. ``num_hidden_layers=4, hidden_size=256``).
+
+    Example:
+    ```python
+    >>> import json, tempfile
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> paths = write_tiny_models(tempfile.mkdtemp())
+    >>> json.loads((paths.prm / "config.json").read_text())["architectures"]
+    ['Qwen2ForProcessRewardModel']
+
+    ```
+    """
+    root = Path(out)
+    paths = TinyModelPaths(policy=root / "policy", prm=root / "prm")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    policy = Qwen2ForCausalLM(_decoder_config(tokenizer))
+    policy.generation_config.eos_token_id = tokenizer.eos_token_id
+    policy.generation_config.pad_token_id = tokenizer.pad_token_id
+    policy.save_pretrained(paths.policy)
+    tokenizer.save_pretrained(paths.policy)
+
+    prm_config = _decoder_config(tokenizer, **prm_overrides)
+    prm_config.architectures = [ARCHITECTURE]
+    prm = Qwen2ForProcessRewardModel(prm_config)
+    # The default init (std 0.02) puts every step at P=0.5; a wider head gives scores that differ between steps,
+    # so mixing and normalisation are exercised on real spread.
+    with torch.no_grad():
+        for layer in (prm.score[0], prm.score[2]):
+            layer.weight.normal_(0.0, 2.0 / layer.in_features**0.5)
+    prm.save_pretrained(paths.prm)
+    tokenizer.save_pretrained(paths.prm)
+    (root / "README.md").write_text(
+        "Tiny random checkpoints written by `reasonflux-rl tiny-models` for dry runs and tests.\n"
+        + json.dumps({"policy": str(paths.policy), "prm": str(paths.prm), "seed": seed}, indent=2)
+        + "\n"
+    )
+    return paths

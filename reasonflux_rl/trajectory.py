@@ -1,0 +1,125 @@
+"""Split a reasoning-model completion into its thinking trajectory, final response and steps.
+
+R1-style completions look like ``<think>\\n ... thinking ... \\n</think>\\n\\n final response``. Under the
+DeepSeek-R1-Distill chat template the ``<think>\\n`` is pre-filled in the prompt, so the completion holds only the
+closing ``</think>``. Both forms are handled: the trajectory is everything before the *last* ``</think>`` (with a
+leading ``<think>`` removed), the response everything after it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A completion split at its last ``</think>``.
+
+    Attributes:
+        thinking: the thinking trajectory (without the ``<think>``/``</think>`` markers); empty if there was none.
+        response: the final response after the last ``</think>``; when the thinking was never closed this is empty.
+        closed: whether the completion closed its thinking (``</think>`` present). A completion cut at the length
+            limit inside its thinking has ``closed=False``.
+        had_think_tag: whether a ``</think>`` or ``<think>`` tag appeared at all. A completion with neither is a
+            plain (non-reasoning) answer and ``response`` holds the whole text.
+    """
+
+    thinking: str
+    response: str
+    closed: bool
+    had_think_tag: bool
+
+
+def split_trajectory(completion: str) -> Trajectory:
+    """Split ``completion`` into thinking trajectory and final response at the last ``</think>``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.trajectory import split_trajectory
+    >>> t = split_trajectory("<think>\\nTry 2+2.\\n\\nIt is 4.\\n</think>\\n\\nThe answer is $\\\\boxed{4}$.")
+    >>> t.thinking, t.response, t.closed
+    ('Try 2+2.\\n\\nIt is 4.', 'The answer is $\\\\boxed{4}$.', True)
+    >>> split_trajectory("Let me think (the R1-distill template pre-fills <think>)\\n</think>\\n42").response
+    '42'
+    >>> split_trajectory("<think>\\nstill thinking when the length limit hit").closed
+    False
+
+    ```
+    """
+    if not isinstance(completion, str):
+        raise TypeError(f"completion must be a str, got {type(completion).__name__}")
+    cut = completion.rfind(THINK_CLOSE)
+    if cut < 0:
+        if THINK_OPEN in completion:
+            thinking = completion.split(THINK_OPEN, 1)[1]
+            return Trajectory(thinking=thinking.strip(), response="", closed=False, had_think_tag=True)
+        return Trajectory(thinking="", response=completion.strip(), closed=True, had_think_tag=False)
+    thinking = completion[:cut]
+    open_at = thinking.find(THINK_OPEN)
+    if open_at >= 0:
+        thinking = thinking[open_at + len(THINK_OPEN) :]
+    response = completion[cut + len(THINK_CLOSE) :]
+    return Trajectory(thinking=thinking.strip(), response=response.strip(), closed=True, had_think_tag=True)
+
+
+def split_steps(text: str) -> list[str]:
+    """Split text into steps on blank lines, dropping empty steps (the ReasonFlux-PRM convention).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.trajectory import split_steps
+    >>> split_steps("Step one.\\n\\n\\n  \\nStep two.\\n \\nStep three.")
+    ['Step one.', 'Step two.', 'Step three.']
+
+    ```
+    """
+    return [step.strip() for step in _BLANK_LINE.split(text) if step.strip()]
+
+
+def completion_text(completion: str | list[dict]) -> str:
+    """Return the text of a TRL completion, plain (``str``) or conversational (``[{"role", "content"}]``).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.trajectory import completion_text
+    >>> completion_text([{"role": "assistant", "content": "4"}]), completion_text("4")
+    ('4', '4')
+
+    ```
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content")
+        if isinstance(content, str):
+            return content
+    raise TypeError(
+        "a completion must be a string or a conversational list of messages whose last message has string "
+        f"'content'; got {type(completion).__name__}: {str(completion)[:80]!r}"
+    )
+
+
+def prompt_text(prompt: str | list[dict]) -> str:
+    """Return the problem text of a TRL prompt: the string itself, or the last user message of a conversation.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.trajectory import prompt_text
+    >>> prompt_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}])
+    '1+1?'
+
+    ```
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):
+        for message in reversed(prompt):
+            if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), str):
+                return message["content"]
+    raise TypeError(f"a prompt must be a string or a list of chat messages with a user turn; got {str(prompt)[:80]!r}")

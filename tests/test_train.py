@@ -1,0 +1,119 @@
+"""`reasonflux-rl train` end to end, and the errors a bad config gets before anything loads."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.train import main as train_main
+from wandb_offline import history
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("reasonflux-rl")
+REWARD_METRICS = ["reasonflux/outcome_mean", "reasonflux/prm_mean", "reasonflux/mixed_mean", "reasonflux/beta"]
+
+
+def run(cmd, cwd, env=None, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_smoke_training_runs_through_the_cli(tiny_models, tmp_path):
+    out = tmp_path / "smoke"
+    proc = run(
+        [str(CLI), "train", "--config", str(REPO / "recipes/smoke/cpu.yaml"),
+         "--model_name_or_path", str(tiny_models.policy), "--prm_name_or_path", str(tiny_models.prm),
+         "--output_dir", str(out)],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    steps = [row for row in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in row]
+    assert len(steps) >= 5
+    for row in steps:
+        assert row["reasonflux/beta"] == 0.75
+        assert 0.0 <= row["reasonflux/prm_mean"] <= 1.0
+        assert row["reasonflux/mixed_mean"] == pytest.approx(
+            0.25 * row["reasonflux/outcome_mean"] + 0.75 * row["reasonflux/prm_mean"], abs=1e-4
+        ) or row["reasonflux/prm_missing"] + row["reasonflux/outcome_missing"] > 0
+    [run_file] = glob.glob(str(out / "wandb/offline-run-*/run-*.wandb"))
+    logged = [row for row in history(Path(run_file)) if "train/reasonflux/beta" in row]
+    assert len(logged) == len(steps)
+    for name in REWARD_METRICS:
+        assert all(f"train/{name}" in row for row in logged), name
+
+
+def test_trl_grpo_cli_with_dotted_reward_path(tiny_models, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "solution": str(2 * i)} for i in range(8)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run(
+        [str(Path(sys.executable).with_name("trl")), "grpo", "--model_name_or_path", str(tiny_models.policy),
+         "--dataset_name", str(data), "--reward_funcs", "reasonflux_rl.rewards.mixed_reward",
+         "--output_dir", str(tmp_path / "out"), "--use_cpu", "--max_steps", "2", "--per_device_train_batch_size", "4",
+         "--num_generations", "4", "--max_completion_length", "16", "--report_to", "none", "--logging_steps", "1",
+         "--save_strategy", "no"],
+        cwd=tmp_path,
+        env={"REASONFLUX_PRM_NAME_OR_PATH": str(tiny_models.prm), "REASONFLUX_PRM_BETA": "0.5",
+             "REASONFLUX_OUTCOME_NUM_WORKERS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "'reasonflux/beta': '0.5'" in proc.stdout + proc.stderr
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def lm_checkpoint(path, tied):
+    config = Qwen2Config(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--prm_beta", "1.5"], r"prm_beta=1.5 is out of range: it must be in \[0, 1\]"),
+        (["--prm_beta", "-0.1"], r"prm_beta=-0.1 is out of range"),
+        (["--prm_normalisation", "zscore"], r"prm_normalisation='zscore' is not allowed: choose one of \['none', "
+                                            r"'group_zscore', 'group_minmax', 'group_rank', 'batch_zscore'\]"),
+        (["--prm_aggregation", "max"], r"prm_aggregation='max' is not allowed: choose one of \['mean', 'min'"),
+        (["--prm_name_or_path", ""], r"prm_name_or_path is missing but prm_beta=0.75 > 0"),
+        (["--prm_name_or_path", "/no/such/dir"], r"prm_name_or_path='/no/such/dir' is not a local directory"),
+        (["--prm_dtype", "float99"], r"prm_dtype='float99' is not allowed"),
+    ],
+)
+def test_bad_config_fails_before_anything_loads(tiny_models, flags, message):
+    # The policy path does not exist: an error about it would mean loading started before the check.
+    argv = ["--output_dir", "unused", "--use_cpu", "--model_name_or_path", "/no/such/policy",
+            "--prm_name_or_path", str(tiny_models.prm), *flags]
+    with pytest.raises(ConfigError, match=message):
+        train_main(argv)
+
+
+@pytest.mark.parametrize(
+    "tied,message",
+    [(False, r"weights hold an LM head of vocabulary size \(100\), not a 2-label step head"),
+     (True, r"tied input/output embeddings \(an LM\), no step head")],
+)
+def test_prm_without_step_head_is_refused_with_what_was_found(tmp_path, tied, message):
+    prm = lm_checkpoint(tmp_path / "lm", tied)
+    with pytest.raises(ConfigError, match=message):
+        train_main(["--output_dir", "unused", "--use_cpu", "--model_name_or_path", "/no/such/policy",
+                    "--prm_name_or_path", prm])
+
+
+def test_cli_prints_a_one_line_error_for_bad_config(tiny_models, tmp_path):
+    proc = run([str(CLI), "train", "--config", str(REPO / "recipes/smoke/cpu.yaml"), "--prm_beta", "2"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "reasonflux-rl train: error: prm_beta=2.0 is out of range: it must be in [0, 1]"
+    )
+    assert "Traceback" not in proc.stderr
