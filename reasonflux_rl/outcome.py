@@ -12,7 +12,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
+import types
 import time
 import weakref
 from collections import deque
@@ -31,10 +33,12 @@ Score = float | None
 LogMetric = Callable[[str, float], None]
 LogExtra = Callable[[str, list], None]
 
-# The answer must be boxed or anchored ("final answer is ..."), exactly as TRL's accuracy_reward extracts it.
+# The answer must be boxed or anchored ("final answer is ..."), as TRL's accuracy_reward extracts it, plus
+# malformed_operators so that the common shorthand `\frac12` and `\sqrt 2` is read as 1/2 and sqrt(2) rather
+# than failing to parse and scoring a right answer 0.
 _ANSWER_CONFIG = [
     LatexExtractionConfig(
-        normalization_config=NormalizationConfig(units=True),
+        normalization_config=NormalizationConfig(units=True, malformed_operators=True),
         boxed_match_priority=0,
         try_extract_without_anchor=False,
     )
@@ -47,6 +51,7 @@ _MAX_CHUNK = 16
 _STARTUP_SECONDS = 120.0
 _TEXT_LIMIT = 200
 _READY = "ready"
+_MAIN_SWAP_LOCK = threading.Lock()
 # Typical answer forms a worker parses before it reports ready. latex2sympy's ANTLR parser builds its prediction
 # cache as it sees input: a cold process runs about half as fast for its first thousand items.
 # fmt: off
@@ -138,7 +143,7 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__])
+    ctx.set_forkserver_preload([__name__])
     return ctx
 
 
@@ -189,7 +194,16 @@ class _Pool:
     def _start_worker(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(target=_worker_main, args=(child_conn,), name="outcome-verifier", daemon=True)
-        process.start()
+        # A spawned or forkserver child re-imports the parent's main script unless told otherwise; a training script
+        # without an `if __name__ == "__main__":` guard would then train again inside every verifier. The worker
+        # needs nothing from __main__, so the child is started while __main__ looks like an empty module.
+        with _MAIN_SWAP_LOCK:
+            main = sys.modules["__main__"]
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                process.start()
+            finally:
+                sys.modules["__main__"] = main
         child_conn.close()
         return _Worker(process, parent_conn)
 
@@ -323,8 +337,8 @@ class OutcomeReward:
     code) the parent kills it half a second later and starts a replacement; either way the item scores 0.0 and counts
     as a timeout. A worker that crashes is replaced, and the item it was running is retried once (then 0.0). Safe to
     call from any thread, including TRL's event-loop thread for `async def` rewards. Workers come from a forkserver
-    (never a plain fork of the trainer), so, as with any spawned process, the script that starts training must keep
-    its entry point under `if __name__ == "__main__":`.
+    (never a plain fork of the trainer) and do not re-import the calling script, so a training script needs no
+    `if __name__ == "__main__":` guard.
 
     Args:
         require_closed_thinking (`bool`, *optional*, defaults to `True`):

@@ -15,7 +15,7 @@ R1 = "<think>\nLet me work it out.\n\nChecking again.\n</think>\n\nSo the answer
 DISTILL = "Working (the R1-distill template pre-filled <think>).\n</think>\n\nThe answer is $\\boxed{%s}$."
 
 # (gold, completion, expected). Every expectation was checked by hand against math-verify 0.9 and is
-# mathematically right; equivalences math-verify gets wrong are not asserted here (see the xfail below).
+# mathematically right; equivalences math-verify gets wrong are not asserted here.
 CASES = [
     # equivalent forms that must match
     ("$\\frac{1}{2}$", R1 % "0.5", 1.0),
@@ -99,9 +99,10 @@ def test_judgement_table(reward, gold, completion, expected):
     assert reward.score([completion], [gold]) == [expected]
 
 
-@pytest.mark.xfail(strict=True, reason="TRL's answer config (no malformed_operators) cannot parse \\frac12")
-def test_unbraced_frac_in_answer_is_a_known_math_verify_miss(reward):
-    assert reward.score([R1 % "\\frac12"], ["$\\frac{1}{2}$"]) == [1.0]
+@pytest.mark.parametrize("shorthand", ["\\frac12", "\\sqrt 2 / 2 + \\frac12 - \\sqrt 2 / 2"])
+def test_unbraced_operator_shorthand_in_answer_is_read(reward, shorthand):
+    # TRL's answer config (no malformed_operators) cannot parse these and would score a right answer 0.
+    assert reward.score([R1 % shorthand], ["$\\frac{1}{2}$"]) == [1.0]
 
 
 def test_whole_table_in_one_batch_is_ordered_and_deterministic(reward):

@@ -195,3 +195,21 @@ def test_responses_larger_than_the_pipe_buffer(reward):
     filler = "We keep checking the computation carefully. " * 5000  # ~220 kB of final response per row
     completions = [f"</think>\n{filler}\\boxed{{{i}}}" for i in range(6)]
     assert reward.score(completions, ["0", "1", "2", "0", "0", "5"]) == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+
+
+def test_unguarded_script_is_not_re_run_by_workers(tmp_path):
+    """A training script without `if __name__ == "__main__":` must not run again inside each verifier."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train_unguarded.py"
+    script.write_text(
+        "from reasonflux_rl.outcome import OutcomeReward\n"
+        "reward = OutcomeReward(num_workers=1, timeout_seconds=2.0)\n"
+        "print('RESULT', reward.score(['$\\\\boxed{2}$'], ['2']), flush=True)\n"
+        "reward.close()\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RESULT") == 1
+    assert "RESULT [1.0]" in proc.stdout
