@@ -133,6 +133,11 @@ class RewardArguments:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key}={value} must be a positive integer or unset")
+        if self.problem_column == "prompt":
+            raise ConfigError(
+                "problem_column='prompt' is not allowed: TRL passes the prompt separately, not as a column; a "
+                "string 'prompt' column is kept as the problem automatically"
+            )
         if self.prm_batch_tokens < 1:
             raise ConfigError(f"prm_batch_tokens={self.prm_batch_tokens} must be a positive integer")
         if self.outcome_timeout_seconds <= 0:

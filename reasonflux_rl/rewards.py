@@ -20,14 +20,14 @@ from transformers import HfArgumentParser
 from .config import RewardArguments
 from .mixing import MixedReward, Score
 from .outcome import OutcomeReward
-from .prm.inspect import inspect_checkpoint
+from .prm.inspect import CheckpointInfo, inspect_checkpoint
 from .prm.scorer import StepScorer
 
 ENV_PREFIX = "REASONFLUX_"
 
 
-def validate(args: RewardArguments) -> None:
-    """Check what can be checked without loading weights: the PRM directory holds a supported PRM.
+def validate(args: RewardArguments) -> CheckpointInfo | None:
+    """Check what can be checked without loading weights: the PRM directory holds a supported PRM (returned).
 
     Example:
     ```python
@@ -41,8 +41,7 @@ def validate(args: RewardArguments) -> None:
 
     ```
     """
-    if args.prm_name_or_path:
-        inspect_checkpoint(args.prm_name_or_path)
+    return inspect_checkpoint(args.prm_name_or_path) if args.prm_name_or_path else None
 
 
 def build_reward(

@@ -7,16 +7,19 @@ Run ``reasonflux-rl train --config recipes/smoke/cpu.yaml [--key value ...]`` or
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from .config import RewardArguments
 from .errors import ConfigError
+from .preflight import check_deepspeed, preflight, read_accelerate_config
 from .prm.format import DEFAULT_SYSTEM_PROMPT
 
 BUILTIN_DATASETS = {"builtin:smoke_math"}
@@ -32,6 +35,10 @@ class TrainScriptArguments(ScriptArguments):
     """
 
     dataset_name: str | None = field(default="builtin:smoke_math", metadata={"help": "Dataset to train on."})
+    eval_holdout_size: int = field(
+        default=0,
+        metadata={"help": "Rows held out of the training split (seeded) for evaluation during training; 0 for none."},
+    )
     instruction: str = field(
         default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "Appended to each problem when building the prompt."}
     )
@@ -83,25 +90,105 @@ def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArg
             f"dataset {name!r} lacks column(s) {missing}; it has {dataset.column_names}. Set solution_column / "
             "problem_column to the right names."
         )
+    suffix = f"\n{script_args.instruction}" if script_args.instruction else ""
     if "prompt" not in dataset.column_names:
-        suffix = f"\n{script_args.instruction}" if script_args.instruction else ""
         dataset = dataset.map(
             lambda row: {"prompt": [{"role": "user", "content": row[reward_args.problem_column] + suffix}]}
         )
+    elif isinstance(dataset[0]["prompt"], str):
+        # A plain-string prompt would reach the policy without its chat template (and without the R1-distill
+        # "<think>" pre-fill); make it a user turn, keeping the bare problem for the PRM.
+        add_problem = reward_args.problem_column not in dataset.column_names
+
+        def to_user_turn(row: dict) -> dict:
+            out = {"prompt": [{"role": "user", "content": row["prompt"] + suffix}]}
+            if add_problem:
+                out[reward_args.problem_column] = row["prompt"]
+            return out
+
+        dataset = dataset.map(to_user_turn)
     return dataset
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the config, check it, build the reward, train with ``trl.GRPOTrainer`` and save model and metrics."""
-    script_args, training_args, model_args, reward_args = make_parser().parse_args_and_config(
-        list(sys.argv[1:] if argv is None else argv)
-    )
-    from .rewards import validate
+def split_holdout(dataset, size: int, seed: int):
+    """``(train, eval)`` with ``size`` rows held out for evaluation (``eval`` is None for size 0)."""
+    if size <= 0:
+        return dataset, None
+    if size >= len(dataset):
+        raise ConfigError(f"eval_holdout_size={size} leaves no training rows (the dataset has {len(dataset)})")
+    parts = dataset.train_test_split(test_size=size, seed=seed)
+    return parts["train"], parts["test"]
 
-    # Everything that can be wrong with the config fails here, before any weights or data load.
-    validate(reward_args)
-    if model_args.model_name_or_path is None:
-        raise ConfigError("model_name_or_path is required (the policy checkpoint)")
+
+def _launch_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split off the options that are ours, not the dataclasses': --dry-run, --num_processes, --accelerate_config."""
+    options: dict[str, Any] = {"dry_run": False, "num_processes": None, "accelerate_config": None}
+    rest: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg == "--dry-run":
+            options["dry_run"] = True
+        elif arg in ("--num_processes", "--accelerate_config"):
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{arg} needs a value")
+            options[arg[2:]] = int(value) if arg == "--num_processes" else value
+        else:
+            rest.append(arg)
+    return rest, options
+
+
+def _deepspeed_argument(argv: list[str]) -> str | None:
+    """The ``deepspeed`` file named on the command line or in the ``--config`` YAML, if it is a path."""
+    value = None
+    if "--config" in argv[:-1]:
+        import yaml
+
+        config_path = Path(argv[argv.index("--config") + 1])
+        if config_path.is_file():
+            value = (yaml.safe_load(config_path.read_text()) or {}).get("deepspeed")
+    for i, arg in enumerate(argv):
+        if arg == "--deepspeed" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--deepspeed="):
+            value = arg.split("=", 1)[1]
+    return value if isinstance(value, str) and not value.lstrip().startswith("{") else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the config, check it, build the reward, train with ``trl.GRPOTrainer`` and save model and metrics.
+
+    With ``--dry-run`` it stops after the checks and prints the effective settings as JSON; ``--num_processes N``
+    and ``--accelerate_config FILE`` (its ``num_processes`` and DeepSpeed file) say what the launch will be, since
+    a dry run is not itself launched on the cluster.
+    """
+    args, options = _launch_options(list(sys.argv[1:] if argv is None else argv))
+    deepspeed_file = _deepspeed_argument(args)
+    if deepspeed_file is not None:
+        # transformers reads a missing file as inline JSON and fails with a JSONDecodeError while parsing.
+        check_deepspeed(deepspeed_file)
+    script_args, training_args, model_args, reward_args = make_parser().parse_args_and_config(args)
+    if training_args.run_name and "{" in training_args.run_name:
+        # Sweeps name each run after its reward settings, e.g. run_name: r1d7b-beta{prm_beta}-{prm_normalisation}
+        try:
+            training_args.run_name = training_args.run_name.format(**vars(reward_args))
+        except (KeyError, IndexError, ValueError) as err:
+            raise ConfigError(f"run_name={training_args.run_name!r}: {err!r} is not a reward key") from None
+    deepspeed = None
+    num_processes = options["num_processes"]
+    if options["accelerate_config"]:
+        accelerate = read_accelerate_config(options["accelerate_config"])
+        num_processes = num_processes or accelerate["num_processes"]
+        deepspeed = accelerate["deepspeed"]
+    if num_processes is None:
+        from accelerate import PartialState
+
+        num_processes = PartialState().num_processes
+    # Everything that can be wrong with the launch fails here, before any weights or data load.
+    report = preflight(training_args, model_args, reward_args, num_processes=num_processes, deepspeed=deepspeed)
+    if options["dry_run"]:
+        print(json.dumps(report, indent=2, default=str))
+        return
     if "wandb" in (training_args.report_to or []):
         os.environ.setdefault("WANDB_DIR", training_args.output_dir)
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -110,14 +197,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from .rewards import build_reward_funcs
 
-    dataset = load_train_dataset(script_args, reward_args)
+    dataset, eval_dataset = split_holdout(
+        load_train_dataset(script_args, reward_args), script_args.eval_holdout_size, training_args.seed
+    )
+    if training_args.eval_strategy != "no" and eval_dataset is None:
+        raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_holdout_size > 0")
     reward_funcs, weights = build_reward_funcs(reward_args, num_generations=training_args.num_generations)
     if weights is not None:
-        if training_args.reward_weights is not None and list(training_args.reward_weights) != weights:
-            raise ConfigError(
-                f"reward_weights={training_args.reward_weights} contradicts reward_mode='separate' with "
-                f"prm_beta={reward_args.prm_beta}, which sets them to {weights}; leave reward_weights unset"
-            )
         training_args.reward_weights = weights
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}),
@@ -130,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
     try:
