@@ -88,6 +88,12 @@ class RewardArguments:
     prm_system_prompt: str | None = field(
         default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message of the PRM input; empty string for none."}
     )
+    thinking_prefilled: bool | None = field(
+        default=None,
+        metadata={"help": "Whether the policy's chat template opens the thinking in the prompt (DeepSeek-R1-Distill "
+                  "ends it with <think>), so a completion without </think> is cut-off thinking. Default: read from "
+                  "the policy's chat template by `reasonflux-rl train`; false elsewhere."},
+    )
     outcome_require_closed_thinking: bool = field(
         default=True,
         metadata={"help": "A completion that never closes its thinking (cut at the length limit) scores 0."},

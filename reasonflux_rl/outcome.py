@@ -349,6 +349,9 @@ class OutcomeReward:
             Number of worker processes. Defaults to the number of CPUs this process may run on.
         gold_column (`str`, *optional*, defaults to `"solution"`):
             Dataset column holding the gold answers, passed by TRL as a keyword argument.
+        thinking_prefilled (`bool`, *optional*, defaults to `False`):
+            Whether the prompt opened the thinking (DeepSeek-R1-Distill's template ends with `<think>`), so that a
+            completion without `</think>` is unclosed thinking rather than a plain answer.
 
     Logged with `log_metric` (one scalar each per call): `outcome/accuracy` (mean over rows with a score),
     `outcome/gold_unparseable`, `outcome/timeouts`, `outcome/worker_restarts`, `outcome/truncated` (completions that
@@ -381,6 +384,7 @@ class OutcomeReward:
         timeout_seconds: float = 5.0,
         num_workers: int | None = None,
         gold_column: str = "solution",
+        thinking_prefilled: bool = False,
     ) -> None:
         if not timeout_seconds > 0:
             raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}")
@@ -392,6 +396,7 @@ class OutcomeReward:
         self.timeout_seconds = float(timeout_seconds)
         self.num_workers = int(num_workers)
         self.gold_column = gold_column
+        self.thinking_prefilled = thinking_prefilled
         # Test hook: False makes workers ignore the limit, like an item stuck in C code, to exercise the kill path.
         self._interrupt_in_worker = True
         self._pool: _Pool | None = None
@@ -453,7 +458,7 @@ class OutcomeReward:
         for row, (completion, gold) in enumerate(zip(completions, golds)):
             if not isinstance(gold, str):
                 raise TypeError(f"gold answer at row {row} must be a str, got {type(gold).__name__}: {gold!r:.80}")
-            trajectory = split_trajectory(completion)
+            trajectory = split_trajectory(completion, self.thinking_prefilled)
             if trajectory.closed:
                 response = trajectory.response
             else:
@@ -523,6 +528,7 @@ class OutcomeReward:
             "timeout_seconds": self.timeout_seconds,
             "num_workers": self.num_workers,
             "gold_column": self.gold_column,
+            "thinking_prefilled": self.thinking_prefilled,
         }
 
     def __setstate__(self, state: dict) -> None:

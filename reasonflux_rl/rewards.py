@@ -88,6 +88,7 @@ def build_reward(
         timeout_seconds=args.outcome_timeout_seconds,
         num_workers=args.outcome_num_workers,
         gold_column=args.solution_column,
+        thinking_prefilled=bool(args.thinking_prefilled),
     )
     return MixedReward(
         outcome,

@@ -21,6 +21,7 @@ from .config import RewardArguments
 from .errors import ConfigError
 from .preflight import check_deepspeed, preflight, read_accelerate_config
 from .prm.format import DEFAULT_SYSTEM_PROMPT
+from .trajectory import THINK_OPEN
 
 BUILTIN_DATASETS = {"builtin:smoke_math"}
 
@@ -120,6 +121,30 @@ def split_holdout(dataset, size: int, seed: int):
     return parts["train"], parts["test"]
 
 
+def thinking_prefilled_by(policy: str) -> bool:
+    """Whether the policy's chat template ends its generation prompt with ``<think>`` (DeepSeek-R1-Distill does).
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> from reasonflux_rl.train import thinking_prefilled_by
+    >>> thinking_prefilled_by(str(write_tiny_models(tempfile.mkdtemp()).policy))  # R1-distill style template
+    True
+
+    ```
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    if not tokenizer.chat_template:
+        return False
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True
+    )
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
 def _launch_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Split off the options that are ours, not the dataclasses': --dry-run, --num_processes, --accelerate_config."""
     options: dict[str, Any] = {"dry_run": False, "num_processes": None, "accelerate_config": None}
@@ -196,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from trl import GRPOTrainer, get_peft_config
 
     from .rewards import build_reward_funcs
+
+    if reward_args.thinking_prefilled is None:
+        reward_args.thinking_prefilled = thinking_prefilled_by(model_args.model_name_or_path)
 
     dataset, eval_dataset = split_holdout(
         load_train_dataset(script_args, reward_args), script_args.eval_holdout_size, training_args.seed

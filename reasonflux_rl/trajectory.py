@@ -36,8 +36,12 @@ class Trajectory:
     had_think_tag: bool
 
 
-def split_trajectory(completion: str) -> Trajectory:
+def split_trajectory(completion: str, thinking_prefilled: bool = False) -> Trajectory:
     """Split ``completion`` into thinking trajectory and final response at the last ``</think>``.
+
+    ``thinking_prefilled`` says the prompt already opened the thinking (the DeepSeek-R1-Distill template ends its
+    generation prompt with ``<think>``): a completion without ``</think>`` is then thinking cut at the length limit,
+    not a plain answer.
 
     Example:
     ```python
@@ -49,6 +53,8 @@ def split_trajectory(completion: str) -> Trajectory:
     '42'
     >>> split_trajectory("<think>\\nstill thinking when the length limit hit").closed
     False
+    >>> split_trajectory("no tag: a plain answer").closed, split_trajectory("cut mid-thought", True).closed
+    (True, False)
 
     ```
     """
@@ -59,6 +65,8 @@ def split_trajectory(completion: str) -> Trajectory:
         if THINK_OPEN in completion:
             thinking = completion.split(THINK_OPEN, 1)[1]
             return Trajectory(thinking=thinking.strip(), response="", closed=False, had_think_tag=True)
+        if thinking_prefilled:
+            return Trajectory(thinking=completion.strip(), response="", closed=False, had_think_tag=False)
         return Trajectory(thinking="", response=completion.strip(), closed=True, had_think_tag=False)
     thinking = completion[:cut]
     open_at = thinking.find(THINK_OPEN)

@@ -218,3 +218,22 @@ def test_module_level_reward_function():
 )
 def test_format_reward(completion, expected):
     assert format_reward([completion]) == [expected]
+
+
+def test_completion_without_close_tag_is_truncated_when_the_prompt_opened_thinking(reward):
+    completion = "Let me see, 2 + 2 is \\boxed{4} and then"
+    assert reward.score([completion], ["$4$"]) == [1.0]  # no tags and no pre-fill: a plain answer
+    with OutcomeReward(num_workers=1, thinking_prefilled=True) as prefilled:
+        assert prefilled.score([completion, "It is 4.\n</think>\n\\boxed{4}"], ["$4$"] * 2) == [0.0, 1.0]
+
+
+def test_r1_distill_style_template_is_detected(tiny_models, tmp_path):
+    from transformers import AutoTokenizer
+
+    from reasonflux_rl.train import thinking_prefilled_by
+
+    assert thinking_prefilled_by(str(tiny_models.policy)) is True
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.policy)
+    tokenizer.chat_template = tokenizer.chat_template.replace("<think>\\n", "")
+    tokenizer.save_pretrained(tmp_path)
+    assert thinking_prefilled_by(str(tmp_path)) is False
