@@ -18,13 +18,11 @@ from typing import Any
 from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from .config import RewardArguments
+from .data import load_table
 from .errors import ConfigError
 from .preflight import check_deepspeed, preflight, read_accelerate_config
 from .prm.format import DEFAULT_SYSTEM_PROMPT
 from .trajectory import THINK_OPEN
-
-BUILTIN_DATASETS = {"builtin:smoke_math"}
-
 
 @dataclass
 class TrainScriptArguments(ScriptArguments):
@@ -64,24 +62,10 @@ def make_parser() -> TrlParser:
 
 def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArguments):
     """Load the training split and make sure it has a ``prompt`` and the reward's gold column."""
-    from datasets import Dataset, load_dataset, load_from_disk
-
     name = script_args.dataset_name
-    if name in BUILTIN_DATASETS:
-        from .data import load_smoke_math
-
-        dataset = Dataset.from_list(load_smoke_math())
-    elif name and Path(name).is_file():
-        suffix = Path(name).suffix.lstrip(".")
-        dataset = load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files=name, split="train")
-    elif name and Path(name).is_dir() and (Path(name) / "dataset_info.json").exists():
-        dataset = load_from_disk(name)
-    elif name:
-        dataset = load_dataset(name, name=script_args.dataset_config, split=script_args.dataset_train_split)
-    else:
+    if not name:
         raise ConfigError("dataset_name is required")
-    if hasattr(dataset, "keys"):  # a DatasetDict saved to disk
-        dataset = dataset[script_args.dataset_train_split]
+    dataset = load_table(name, config=script_args.dataset_config, split=script_args.dataset_train_split)
 
     missing = [c for c in (reward_args.solution_column,) if c not in dataset.column_names]
     if "prompt" not in dataset.column_names and reward_args.problem_column not in dataset.column_names:

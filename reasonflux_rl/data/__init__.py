@@ -1,4 +1,5 @@
-"""Data shipped with the package: ``smoke_math.jsonl``, 96 small math problems with reference answers."""
+"""Data: the problems shipped with the package (``smoke_math.jsonl``, 96 small math problems with reference answers)
+and one loader for every place a command reads a table from."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 SMOKE_MATH_PATH = Path(__file__).with_name("smoke_math.jsonl")
+BUILTIN = "builtin:smoke_math"
 
 
 def load_smoke_math() -> list[dict[str, str]]:
@@ -21,3 +23,29 @@ def load_smoke_math() -> list[dict[str, str]]:
     ```
     """
     return [json.loads(line) for line in SMOKE_MATH_PATH.read_text().splitlines() if line]
+
+
+def load_table(name: str, config: str | None = None, split: str = "train"):
+    """A ``datasets.Dataset`` from a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file, a ``save_to_disk``
+    directory (a ``DatasetDict`` gives its ``split``), ``builtin:smoke_math``, or a hub dataset name.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.data import load_table
+    >>> load_table("builtin:smoke_math").num_rows
+    96
+
+    ```
+    """
+    from datasets import Dataset, load_dataset, load_from_disk
+
+    if name == BUILTIN:
+        return Dataset.from_list(load_smoke_math())
+    path = Path(name)
+    if path.is_file():
+        suffix = path.suffix.lstrip(".")
+        return load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files=str(path), split="train")
+    if path.is_dir() and any((path / marker).exists() for marker in ("dataset_info.json", "dataset_dict.json")):
+        dataset = load_from_disk(str(path))
+        return dataset[split] if hasattr(dataset, "keys") else dataset
+    return load_dataset(name, name=config, split=split)
