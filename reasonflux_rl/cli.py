@@ -11,6 +11,10 @@ USAGE = """usage: reasonflux-rl <command> [options]
 commands:
   train        GRPO training with the mixed outcome + PRM reward (reasonflux-rl train --config FILE.yaml)
   tiny-models  write a tiny tokenizer, policy and PRM for dry runs and tests (reasonflux-rl tiny-models --out DIR)
+  score        score a JSONL file with a PRM (reasonflux-rl score --prm DIR --input IN.jsonl --output OUT.jsonl)
+  select       keep the PRM's top rows of a dataset (reasonflux-rl select --input F --prm DIR --top-k K --output OUT)
+  bon          Best-of-N accuracy: PRM pick vs majority vote, random, oracle (reasonflux-rl bon --input F --prm DIR
+               --output B.json)
 
 Run `reasonflux-rl <command> --help` for a command's options.
 """
@@ -43,6 +47,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             train(rest)
         elif command == "tiny-models":
             _tiny_models(rest)
+        elif command == "score":
+            from .score import main as score
+
+            score(rest)
+        elif command == "select":
+            from .select import main as select
+
+            select(rest)
+        elif command == "bon":
+            from .bon import main as bon
+
+            bon(rest)
         else:
             print(f"reasonflux-rl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
             raise SystemExit(2)

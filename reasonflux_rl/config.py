@@ -13,6 +13,8 @@ import torch
 from .errors import ConfigError
 from .prm.aggregate import AGGREGATIONS
 from .prm.format import DEFAULT_SYSTEM_PROMPT, PARTS
+from .prm.inspect import KINDS
+from .prm.truncation import TRUNCATIONS
 from .schedule import SCHEDULES
 
 NORMALISATIONS: tuple[str, ...] = ("none", "group_zscore", "group_minmax", "group_rank", "batch_zscore")
@@ -60,6 +62,28 @@ class RewardArguments:
     prm_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Local directory of the PRM checkpoint (e.g. ReasonFlux-PRM-7B). Required when prm_beta > 0."},
+    )
+    prm_kind: str = field(
+        default="auto",
+        metadata={"help": f"PRM kind: auto (step classifier or value head, told by their weights) or one of {KINDS}; "
+                  "token_logit must be named, with prm_step_tag, prm_good_token and prm_bad_token."},
+    )
+    prm_step_tag: str | None = field(default=None, metadata={"help": "Step tag token of a token_logit PRM."})
+    prm_good_token: str | None = field(default=None, metadata={"help": "'Good step' token of a token_logit PRM."})
+    prm_bad_token: str | None = field(default=None, metadata={"help": "'Bad step' token of a token_logit PRM."})
+    prm_truncation: str = field(
+        default="drop_oldest",
+        metadata={"help": f"What happens to steps past prm_max_length: one of {TRUNCATIONS}."},
+    )
+    prm_window_overlap: int | None = field(
+        default=None, metadata={"help": "Context tokens a window repeats (truncation: windows); default a quarter."}
+    )
+    prm_alpha: float | None = field(
+        default=None,
+        metadata={"help": "Weight of the trajectory-level score in eq. 11: r = aggregate(steps) + alpha * r_traj."},
+    )
+    prm_trajectory_name_or_path: str | None = field(
+        default=None, metadata={"help": "A value-head PRM (ReasonFlux-PRM-1.5B) giving the trajectory score for alpha."}
     )
     prm_normalisation: str = field(
         default="none",
@@ -118,6 +142,8 @@ class RewardArguments:
             ("prm_beta_schedule", SCHEDULES),
             ("reward_mode", REWARD_MODES),
             ("prm_normalisation", NORMALISATIONS),
+            ("prm_kind", ("auto", *KINDS)),
+            ("prm_truncation", TRUNCATIONS),
             ("prm_aggregation", AGGREGATIONS),
             ("prm_parts", PARTS),
         ):
@@ -139,6 +165,12 @@ class RewardArguments:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key}={value} must be a positive integer or unset")
+        if self.prm_kind == "token_logit" and not (self.prm_step_tag and self.prm_good_token and self.prm_bad_token):
+            raise ConfigError("prm_kind='token_logit' needs prm_step_tag, prm_good_token and prm_bad_token")
+        if self.prm_alpha is not None and self.prm_alpha < 0:
+            raise ConfigError(f"prm_alpha={self.prm_alpha} must be >= 0")
+        if self.prm_window_overlap is not None and self.prm_window_overlap < 1:
+            raise ConfigError(f"prm_window_overlap={self.prm_window_overlap} must be a positive integer")
         if self.problem_column == "prompt":
             raise ConfigError(
                 "problem_column='prompt' is not allowed: TRL passes the prompt separately, not as a column; a "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import NORMALISATIONS
-from .prm.aggregate import aggregate
+from .prm.aggregate import aggregate, trajectory_reward
 from .prm.scorer import StepScorer
 from .schedule import beta_at
 from .trajectory import completion_text, prompt_text
@@ -198,6 +198,7 @@ class PRMReward:
         *,
         normalisation: str = "none",
         aggregation: str = "mean",
+        alpha: float | None = None,
         num_generations: int | None = None,
         problem_column: str = "problem",
     ) -> None:
@@ -206,6 +207,7 @@ class PRMReward:
         self.scorer = scorer
         self.normalisation = normalisation
         self.aggregation = aggregation
+        self.alpha = alpha
         self.num_generations = num_generations
         self.problem_column = problem_column
 
@@ -214,7 +216,7 @@ class PRMReward:
         problems = kwargs.get(self.problem_column) or [prompt_text(p) for p in prompts]
         results = self.scorer.score(list(problems), [completion_text(c) for c in completions])
         step_scores = [r.step_scores for r in results]
-        raw = [aggregate(s, self.aggregation) for s in step_scores]
+        raw = [trajectory_reward(r.step_scores, r.trajectory_score, self.aggregation, self.alpha) for r in results]
         return PRMBatch(
             raw=raw,
             normalised=gather_normalise(raw, self.normalisation, self.num_generations),
@@ -287,6 +289,7 @@ class MixedReward:
         beta_schedule_steps: int | None = None,
         normalisation: str = "none",
         aggregation: str = "mean",
+        alpha: float | None = None,
         num_generations: int | None = None,
         problem_column: str = "problem",
     ) -> None:
@@ -302,6 +305,7 @@ class MixedReward:
                 scorer,
                 normalisation=normalisation,
                 aggregation=aggregation,
+                alpha=alpha,
                 num_generations=num_generations,
                 problem_column=problem_column,
             )

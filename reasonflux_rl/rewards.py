@@ -21,7 +21,7 @@ from .config import RewardArguments
 from .mixing import MixedReward, Score
 from .outcome import OutcomeReward
 from .prm.inspect import CheckpointInfo, inspect_checkpoint
-from .prm.scorer import StepScorer
+from .prm.loader import load_scorer
 
 ENV_PREFIX = "REASONFLUX_"
 
@@ -41,7 +41,9 @@ def validate(args: RewardArguments) -> CheckpointInfo | None:
 
     ```
     """
-    return inspect_checkpoint(args.prm_name_or_path) if args.prm_name_or_path else None
+    if args.prm_trajectory_name_or_path:
+        inspect_checkpoint(args.prm_trajectory_name_or_path, kind="value_head")
+    return inspect_checkpoint(args.prm_name_or_path, kind=args.prm_kind) if args.prm_name_or_path else None
 
 
 def build_reward(
@@ -73,15 +75,22 @@ def build_reward(
         device = PartialState().device
     scorer = None
     if args.prm_name_or_path:
-        scorer = StepScorer.from_pretrained(
+        scorer = load_scorer(
             args.prm_name_or_path,
+            kind=args.prm_kind,
+            trajectory_prm=args.prm_trajectory_name_or_path,
             device=device,
             dtype=args.prm_dtype,
             parts=args.prm_parts,
             max_steps=args.prm_max_steps,
             max_length=args.prm_max_length,
             batch_tokens=args.prm_batch_tokens,
+            truncation=args.prm_truncation,
+            window_overlap=args.prm_window_overlap,
             system_prompt=args.prm_system_prompt,
+            step_tag=args.prm_step_tag,
+            good_token=args.prm_good_token,
+            bad_token=args.prm_bad_token,
         )
     outcome = OutcomeReward(
         require_closed_thinking=args.outcome_require_closed_thinking,
@@ -98,6 +107,7 @@ def build_reward(
         beta_schedule_steps=args.prm_beta_schedule_steps,
         normalisation=args.prm_normalisation,
         aggregation=args.prm_aggregation,
+        alpha=args.prm_alpha,
         num_generations=num_generations,
         problem_column=args.problem_column,
     )

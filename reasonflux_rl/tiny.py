@@ -145,3 +145,71 @@ def write_tiny_models(out: str | Path, seed: int = 0, **prm_overrides) -> TinyMo
         + "\n"
     )
     return paths
+
+
+# Math-Shepherd's step tag and good/bad tokens, as the tiny token-logit PRM's tokenizer spells them.
+TINY_TOKEN_LOGIT_TOKENS = {"step_tag": "ки", "good_token": "+", "bad_token": "-"}
+
+
+def _wide_(linear: torch.nn.Linear) -> None:
+    # The default init (std 0.02) puts every score near 0.5; a wider head makes scores differ between inputs, so
+    # parity tests compare real spread.
+    with torch.no_grad():
+        linear.weight.normal_(0.0, 2.0 / linear.in_features**0.5)
+        if linear.bias is not None:
+            linear.bias.zero_()
+
+
+def write_tiny_value_head(out: str | Path, seed: int = 0, **overrides) -> Path:
+    """Write a tiny value-head PRM in the ReasonFlux-PRM-1.5B layout into ``out``: a Qwen2 causal LM saved with
+    ``save_pretrained`` (tied embeddings, as Qwen2.5-1.5B), its tokenizer and ``reward_head.pt``
+    (``Linear(hidden, 1)`` state dict). ``overrides`` change the Qwen2 config. Returns ``out``.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.tiny import write_tiny_value_head
+    >>> from reasonflux_rl.prm.inspect import inspect_checkpoint
+    >>> inspect_checkpoint(write_tiny_value_head(tempfile.mkdtemp())).kind
+    'value_head'
+
+    ```
+    """
+    root = Path(out)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    backbone = Qwen2ForCausalLM(_decoder_config(tokenizer, **overrides))
+    backbone.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    head = torch.nn.Linear(backbone.config.hidden_size, 1)
+    _wide_(head)
+    with torch.no_grad():
+        head.bias.fill_(0.1)
+    torch.save(head.state_dict(), root / "reward_head.pt")
+    return root
+
+
+def write_tiny_token_logit(out: str | Path, seed: int = 0, **overrides) -> Path:
+    """Write a tiny Math-Shepherd style token-logit PRM into ``out``: a Qwen2 causal LM with an untied LM head and a
+    tokenizer in which the step tag ``ки`` is one token (see [`TINY_TOKEN_LOGIT_TOKENS`]). Returns ``out``.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from transformers import AutoTokenizer
+    >>> from reasonflux_rl.tiny import write_tiny_token_logit
+    >>> tok = AutoTokenizer.from_pretrained(write_tiny_token_logit(tempfile.mkdtemp()))
+    >>> [len(tok.encode(t, add_special_tokens=False)) for t in ("ки", "+", "-")]
+    [1, 1, 1]
+
+    ```
+    """
+    root = Path(out)
+    tokenizer = build_tokenizer()
+    tokenizer.add_tokens([AddedToken(TINY_TOKEN_LOGIT_TOKENS["step_tag"], special=False, normalized=False)])
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(_decoder_config(tokenizer, tie_word_embeddings=False, **overrides))
+    _wide_(model.lm_head)
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root

@@ -85,3 +85,21 @@ def format_steps(
         {"role": "assistant", "content": step_tag.join(clean) + step_tag},
     ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def format_tagged_text(problem: str, steps: list[str], step_tag: str) -> str:
+    """The Math-Shepherd layout, no chat template: ``problem``, a space, then one line per step ending in the tag.
+
+    As in ``f"{question} {output}"`` of the Math-Shepherd card, where every step of ``output`` ends with
+    `` ки``. A step tag inside the policy's own text is removed first, as in [`format_steps`].
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm.format import format_tagged_text
+    >>> print(format_tagged_text("1+1?", ["1+1=2.", "So 2. ки"], "ки"))
+    1+1? 1+1=2. ки
+    So 2.  ки
+
+    ```
+    """
+    return problem + " " + "\n".join(f"{step.replace(step_tag, '')} {step_tag}" for step in steps)

@@ -1,4 +1,4 @@
-"""Look inside a PRM checkpoint directory without loading its weights: config and safetensors headers only.
+"""Look inside a PRM checkpoint directory without loading its model: config, safetensors headers, small head files.
 
 This runs before any model is loaded, so a wrong path or a checkpoint with the wrong head fails in a second with a
 message that says what was found, not after minutes of loading or at the first training step.
@@ -11,9 +11,20 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..errors import ConfigError
 
 STEP_CLASSIFIER = "step_classifier"
+VALUE_HEAD = "value_head"
+TOKEN_LOGIT = "token_logit"
+KINDS: tuple[str, ...] = (STEP_CLASSIFIER, VALUE_HEAD, TOKEN_LOGIT)
+REWARD_HEAD_FILE = "reward_head.pt"
+SUPPORTED = (
+    "Supported: a step classifier (Qwen2 decoder + `score.0`/`score.2` 2-label step head, as in ReasonFlux-PRM-7B "
+    f"and Qwen2.5-Math-PRM), a value head (a causal LM + `{REWARD_HEAD_FILE}` holding Linear(hidden, 1), as in "
+    "ReasonFlux-PRM-1.5B), or, named explicitly with kind='token_logit', a Math-Shepherd style causal LM."
+)
 
 
 class PRMCheckpointError(ConfigError):
@@ -26,7 +37,7 @@ class CheckpointInfo:
 
     Attributes:
         path: the checkpoint directory.
-        kind: the detected PRM kind (``"step_classifier"``).
+        kind: the PRM kind, one of [`KINDS`]: ``"step_classifier"``, ``"value_head"`` or ``"token_logit"``.
         architectures: the ``architectures`` list of its ``config.json``.
         hidden_size: the decoder's hidden size.
         max_position_embeddings: the context length the config declares.
@@ -65,11 +76,40 @@ def read_weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Identify the PRM kind of a local checkpoint directory from its config and weight names and shapes.
+def read_reward_head(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Map each tensor of a ``reward_head.pt`` state dict to its shape, loading it with ``weights_only=True`` only.
 
-    Raises [`PRMCheckpointError`] naming what was found when the directory is missing, has no config or weights, or
-    its weights hold no step head.
+    Example:
+    ```python
+    >>> import tempfile, torch
+    >>> from reasonflux_rl.prm.inspect import read_reward_head
+    >>> d = tempfile.mkdtemp()
+    >>> torch.save(torch.nn.Linear(8, 1).state_dict(), f"{d}/reward_head.pt")
+    >>> read_reward_head(f"{d}/reward_head.pt")
+    {'weight': (1, 8), 'bias': (1,)}
+
+    ```
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise PRMCheckpointError(
+            f"{path} cannot be read with torch.load(weights_only=True) (only a plain state dict of tensors is "
+            f"accepted): {type(err).__name__}: {str(err)[:200]}"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PRMCheckpointError(f"{path} does not hold a state dict of tensors (found {type(state).__name__})")
+    return {name: tuple(tensor.shape) for name, tensor in state.items()}
+
+
+def inspect_checkpoint(path: str | Path, kind: str = "auto") -> CheckpointInfo:
+    """Identify the PRM kind of a local checkpoint directory from its config, weight names and shapes.
+
+    ``kind="auto"`` recognises a step classifier (``score.0``/``score.2`` step head) and a value head
+    (``reward_head.pt`` beside the weights). A token-logit PRM is an ordinary causal LM, which no weight tells apart
+    from a policy, so it must be named: ``kind="token_logit"`` checks that the weights hold an LM head (or tied
+    embeddings). Raises [`PRMCheckpointError`] naming what was found when the directory is missing, has no config or
+    weights, or does not hold the (detected or named) kind.
 
     Example:
     ```python
@@ -83,6 +123,8 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
 
     ```
     """
+    if kind != "auto" and kind not in KINDS:
+        raise PRMCheckpointError(f"prm kind={kind!r} is not allowed: choose one of {['auto', *KINDS]}")
     root = Path(path)
     if not root.is_dir():
         raise PRMCheckpointError(
@@ -100,26 +142,72 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     if not shapes:
         raise PRMCheckpointError(f"PRM checkpoint has no *.safetensors weights: {root}")
 
-    head_in, head_out = shapes.get("score.0.weight"), shapes.get("score.2.weight")
-    if head_in is not None and head_out is not None:
-        if head_out[0] != 2 or head_in != (hidden, hidden):
-            raise PRMCheckpointError(
-                f"PRM checkpoint {root} has a `score` head of shapes score.0.weight={head_in}, "
-                f"score.2.weight={head_out}; a step classifier needs ({hidden}, {hidden}) and (2, {hidden})."
-            )
-        if config.get("model_type") != "qwen2":
-            raise PRMCheckpointError(
-                f"PRM checkpoint {root} has a step head but model_type={config.get('model_type')!r}; the native "
-                "step classifier supports the Qwen2 decoder (model_type 'qwen2')."
-            )
-        return CheckpointInfo(root, STEP_CLASSIFIER, architectures, hidden, config.get("max_position_embeddings"))
+    def info(found: str) -> CheckpointInfo:
+        return CheckpointInfo(root, found, architectures, hidden, config.get("max_position_embeddings"))
 
+    has_step_head = "score.0.weight" in shapes and "score.2.weight" in shapes
+    has_reward_head = (root / REWARD_HEAD_FILE).is_file()
+    if kind == STEP_CLASSIFIER or (kind == "auto" and has_step_head):
+        if has_step_head:
+            _check_step_head(root, shapes, config)
+            return info(STEP_CLASSIFIER)
+    elif kind == VALUE_HEAD or (kind == "auto" and has_reward_head):
+        if has_reward_head:
+            _check_reward_head(root, hidden)
+            return info(VALUE_HEAD)
+        raise PRMCheckpointError(
+            f"PRM checkpoint {root} is named kind='value_head' but has no {REWARD_HEAD_FILE} beside its weights "
+            f"({_describe_heads(shapes, config)})."
+        )
+    elif kind == TOKEN_LOGIT:
+        if _is_causal_lm(shapes, config) and not has_step_head:
+            return info(TOKEN_LOGIT)
+        raise PRMCheckpointError(
+            f"PRM checkpoint {root} is named kind='token_logit' but is not a causal LM: "
+            + ("its weights hold a 2-label step head (score.0/score.2), so it is a step classifier"
+               if has_step_head else _describe_heads(shapes, config))
+            + ". A token-logit PRM reads its LM head's logits at each step tag."
+        )
     found = _describe_heads(shapes, config)
+    hint = ""
+    if kind == "auto" and _is_causal_lm(shapes, config):
+        hint = (
+            " If it is a Math-Shepherd style PRM (a causal LM read at a step tag), name it with kind='token_logit' "
+            "and give its step tag and good/bad tokens."
+        )
     raise PRMCheckpointError(
-        f"PRM checkpoint {root} (architectures={list(architectures)}) is not a supported PRM: {found}. "
-        "Supported: a step classifier (Qwen2 decoder + `score.0`/`score.2` 2-label step head, as in "
-        "ReasonFlux-PRM-7B and Qwen2.5-Math-PRM)."
+        f"PRM checkpoint {root} (architectures={list(architectures)}) is not a supported PRM: {found}. {SUPPORTED}"
+        + hint
     )
+
+
+def _check_step_head(root: Path, shapes: dict[str, tuple[int, ...]], config: dict) -> None:
+    hidden = config.get("hidden_size")
+    head_in, head_out = shapes["score.0.weight"], shapes["score.2.weight"]
+    if head_out[0] != 2 or head_in != (hidden, hidden):
+        raise PRMCheckpointError(
+            f"PRM checkpoint {root} has a `score` head of shapes score.0.weight={head_in}, "
+            f"score.2.weight={head_out}; a step classifier needs ({hidden}, {hidden}) and (2, {hidden})."
+        )
+    if config.get("model_type") != "qwen2":
+        raise PRMCheckpointError(
+            f"PRM checkpoint {root} has a step head but model_type={config.get('model_type')!r}; the native "
+            "step classifier supports the Qwen2 decoder (model_type 'qwen2')."
+        )
+
+
+def _check_reward_head(root: Path, hidden: int | None) -> None:
+    head = read_reward_head(root / REWARD_HEAD_FILE)
+    if head.get("weight") != (1, hidden) or set(head) - {"weight", "bias"} or head.get("bias", (1,)) != (1,):
+        raise PRMCheckpointError(
+            f"PRM checkpoint {root} has a {REWARD_HEAD_FILE} holding {head}; a value head is Linear(hidden, 1): "
+            f"weight (1, {hidden}) and bias (1,)."
+        )
+
+
+def _is_causal_lm(shapes: dict[str, tuple[int, ...]], config: dict) -> bool:
+    embeddings = any(name.endswith("embed_tokens.weight") for name in shapes)
+    return "lm_head.weight" in shapes or bool(config.get("tie_word_embeddings") and embeddings)
 
 
 def _describe_heads(shapes: dict[str, tuple[int, ...]], config: dict) -> str:

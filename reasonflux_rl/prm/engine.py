@@ -1,0 +1,249 @@
+"""The scoring loop every PRM kind shares: encode, batch by a token budget, one forward, read, reassemble.
+
+A kind says four things: how a (problem, completion) pair becomes token rows ([`PRMScorer.encode`]), which positions
+of a row it reads ([`PRMScorer.read_positions`]), how a last-layer hidden state there becomes a probability
+([`PRMScorer.head`]) and how a row's probabilities become a [`StepScores`] ([`PRMScorer.finish`]). Batching, padding
+or packing, the backbone call and putting results back in input order are here, once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .batching import PADDING_SIDES, PaddingSide, build_batch, length_buckets
+from .format import PARTS, Parts
+from .results import StepScores
+
+# Padded tokens per forward pass when none is given. An accelerator needs large batches to be busy; on CPU a batch
+# past a few thousand tokens leaves the caches and runs slower per token (benchmarks/prm_scoring.py --sweep).
+DEFAULT_BATCH_TOKENS = 16384
+DEFAULT_CPU_BATCH_TOKENS = 4096
+ATTENTION_AUTO = "auto"
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"`` is bf16 on an accelerator and fp32 on CPU; strings like ``"bfloat16"`` name a torch dtype.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from reasonflux_rl.prm.engine import resolve_dtype
+    >>> resolve_dtype("auto", torch.device("cpu")), resolve_dtype("bfloat16", torch.device("cpu"))
+    (torch.float32, torch.bfloat16)
+
+    ```
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype={dtype!r} is not a torch dtype name (e.g. 'bfloat16', 'float32', 'auto')")
+    return resolved
+
+
+def default_batch_tokens(device: torch.device) -> int:
+    """The token budget per forward pass used when none is given: 16384 on an accelerator, 4096 on CPU.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from reasonflux_rl.prm.engine import default_batch_tokens
+    >>> default_batch_tokens(torch.device("cpu")), default_batch_tokens(torch.device("cuda"))
+    (4096, 16384)
+
+    ```
+    """
+    return DEFAULT_CPU_BATCH_TOKENS if device.type == "cpu" else DEFAULT_BATCH_TOKENS
+
+
+def resolve_attention(attn_implementation: str | None, device: torch.device, dtype: torch.dtype) -> str | None:
+    """``"auto"`` is flash-attention 2 on CUDA in bf16/fp16 when ``flash_attn`` is importable, else SDPA.
+
+    Any other value is passed to transformers unchanged.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from reasonflux_rl.prm.engine import resolve_attention
+    >>> resolve_attention("auto", torch.device("cpu"), torch.float32), resolve_attention("eager", None, None)
+    ('sdpa', 'eager')
+
+    ```
+    """
+    if attn_implementation != ATTENTION_AUTO:
+        return attn_implementation
+    if (
+        device.type == "cuda"
+        and dtype in (torch.bfloat16, torch.float16)
+        and importlib.util.find_spec("flash_attn") is not None
+    ):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a PRM runs: the resolved device, dtype, attention implementation and batch layout."""
+
+    device: torch.device
+    dtype: torch.dtype
+    attn_implementation: str | None
+    packed: bool
+
+
+def resolve_runtime(
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str | None = ATTENTION_AUTO,
+    packed: bool | None = None,
+) -> Runtime:
+    """Resolve the loading options every kind takes.
+
+    ``device`` defaults to CUDA when available; ``dtype="auto"`` is bf16 there and fp32 on CPU;
+    ``attn_implementation="auto"`` see [`resolve_attention`]; ``packed=None`` packs rows (no padding) exactly when
+    the attention is flash-attention 2, whose variable-length kernels make packing free; with SDPA a packed batch
+    needs a dense block mask, so padded length-sorted batches are the default there.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm.engine import resolve_runtime
+    >>> resolve_runtime("cpu")
+    Runtime(device=device(type='cpu'), dtype=torch.float32, attn_implementation='sdpa', packed=False)
+
+    ```
+    """
+    resolved_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    attention = resolve_attention(attn_implementation, resolved_device, resolved_dtype)
+    return Runtime(
+        resolved_device, resolved_dtype, attention, attention == "flash_attention_2" if packed is None else packed
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One (problem, completion) pair made ready for the model.
+
+    Attributes:
+        rows: token rows to run (several under the ``windows`` policy; none when there is nothing to score).
+        result: the counts of the final [`StepScores`]; [`PRMScorer.finish`] fills in the scores.
+        steps: for step kinds, the step indices each row scores: its *last* ``len(steps[j])`` read positions (the
+            positions before them belong to context steps scored in another row).
+    """
+
+    rows: list[list[int]]
+    result: StepScores
+    steps: list[range] = field(default_factory=list)
+
+
+class PRMScorer(ABC):
+    """Base of every PRM kind: ``score(problems, completions)`` in length-sorted token-budget batches.
+
+    Rows are sorted longest first and batched so that a padded batch holds at most ``batch_tokens`` tokens (a packed
+    one at most ``batch_tokens`` real tokens; default [`default_batch_tokens`]), with as little padding as that allows (see
+    [`~reasonflux_rl.prm.batching.length_buckets`]). Every row gets explicit position ids (and, left-padded, an
+    attention mask), so a sample's scores do not depend on its batch, the padding side or packing. Results come back
+    in input order.
+
+    Attributes:
+        kind: the PRM kind name ([`~reasonflux_rl.prm.inspect.KINDS`]).
+        backbone: the decoder that gives last-layer hidden states ``[batch, seq, hidden]``.
+        tokenizer: the PRM's own tokenizer (inputs are always re-tokenised with it).
+        max_length: the longest row the PRM reads, in tokens.
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        parts: Parts = "both",
+        batch_tokens: int | None = None,
+        padding_side: PaddingSide = "right",
+        packed: bool = False,
+        pad_id: int | None = None,
+    ) -> None:
+        if parts not in PARTS:
+            raise ValueError(f"parts={parts!r} is not one of {PARTS}")
+        if batch_tokens is not None and batch_tokens <= 0:
+            raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side={padding_side!r} is not one of {PADDING_SIDES}")
+        if max_length is None or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2, got {max_length}")
+        self.backbone = backbone.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.parts = parts
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
+        self.padding_side = padding_side
+        self.packed = packed
+        if pad_id is None:
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
+        self.pad_id = pad_id
+
+    @abstractmethod
+    def encode(self, problem: str, completion: str) -> Encoded:
+        """Token rows and counts for one pair."""
+
+    @abstractmethod
+    def read_positions(self, row: list[int]) -> list[int]:
+        """Positions of ``row`` whose hidden states the head reads."""
+
+    @abstractmethod
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[n, hidden]`` last-layer states at read positions -> ``[n]`` probabilities (float32)."""
+
+    @abstractmethod
+    def finish(self, encoded: Encoded, outputs: list[list[float]]) -> StepScores:
+        """The final [`StepScores`] from the head's outputs for each of ``encoded.rows``."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone's weights are."""
+        return next(self.backbone.parameters()).device
+
+    def score(self, problems: Sequence[str], completions: Sequence[str]) -> list[StepScores]:
+        """Scores for each (problem, completion) pair, in input order."""
+        if len(problems) != len(completions):
+            raise ValueError(f"got {len(problems)} problems but {len(completions)} completions")
+        encoded = [self.encode(p, c) for p, c in zip(problems, completions)]
+        keys = [(i, j) for i, e in enumerate(encoded) for j in range(len(e.rows))]
+        rows = [encoded[i].rows[j] for i, j in keys]
+        outputs: dict[tuple[int, int], list[float]] = {(i, j): [] for i, j in keys}
+        for bucket in length_buckets([len(r) for r in rows], self.batch_tokens, self.packed):
+            for k, out in zip(bucket, self.forward_rows([rows[k] for k in bucket])):
+                outputs[keys[k]] = out
+        return [self.finish(e, [outputs[(i, j)] for j in range(len(e.rows))]) for i, e in enumerate(encoded)]
+
+    @torch.inference_mode()
+    def forward_rows(self, rows: list[list[int]]) -> list[list[float]]:
+        """One forward pass over ``rows``; the head's probabilities at each row's read positions."""
+        batch = build_batch(rows, [self.read_positions(r) for r in rows], self.pad_id, self.padding_side, self.packed)
+        device = self.device
+        hidden = self.backbone(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=None if batch.attention_mask is None else batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
+            use_cache=False,
+        ).last_hidden_state
+        # The head runs on the read positions only: a few rows per sample instead of every token.
+        picked = hidden.reshape(-1, hidden.shape[-1])[batch.read_index.to(device)]
+        probabilities = self.head(picked).float().tolist()
+        out, start = [], 0
+        for count in batch.counts:
+            out.append(probabilities[start : start + count])
+            start += count
+        return out

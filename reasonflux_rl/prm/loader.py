@@ -1,0 +1,74 @@
+"""Load any supported PRM checkpoint as a scorer: the kind is detected from the checkpoint, or named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .combined import WithTrajectoryScore
+from .engine import PRMScorer
+from .inspect import STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
+from .scorer import StepScorer
+from .token_logit import TokenLogitScorer
+from .value_head import ValueHeadScorer
+
+SCORERS: dict[str, type[PRMScorer]] = {
+    STEP_CLASSIFIER: StepScorer,
+    VALUE_HEAD: ValueHeadScorer,
+    TOKEN_LOGIT: TokenLogitScorer,
+}
+# Options every kind takes: where and how it runs, what it reads, how it batches.
+RUNTIME_OPTIONS = ("device", "dtype", "attn_implementation", "packed", "batch_tokens", "padding_side")
+COMMON_OPTIONS = (*RUNTIME_OPTIONS, "parts", "max_length", "truncation")
+STEP_OPTIONS = ("max_steps", "window_overlap", "step_tag")
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    STEP_CLASSIFIER: (*COMMON_OPTIONS, *STEP_OPTIONS, "system_prompt"),
+    TOKEN_LOGIT: (*COMMON_OPTIONS, *STEP_OPTIONS, "good_token", "bad_token", "step_tag_id", "good_token_id",
+                  "bad_token_id"),
+    VALUE_HEAD: COMMON_OPTIONS,
+}
+ALL_OPTIONS = frozenset(name for names in KIND_OPTIONS.values() for name in names)
+
+
+def load_scorer(
+    path: str | Path, *, kind: str = "auto", trajectory_prm: str | Path | None = None, **options: Any
+) -> PRMScorer | WithTrajectoryScore:
+    """Load the PRM in ``path`` as a scorer with ``.score(problems, completions) -> list[StepScores]``.
+
+    ``kind`` is ``"auto"`` (step classifier or value head, told apart by their weights), or one of
+    [`~reasonflux_rl.prm.inspect.KINDS`]; a token-logit PRM must be named (``kind="token_logit"`` with
+    ``step_tag``, ``good_token``, ``bad_token``). Options (each kind ignores those that do not apply to it, so one
+    configuration can name any checkpoint):
+
+    - every kind: ``device``, ``dtype``, ``attn_implementation``, ``packed``, ``batch_tokens``, ``padding_side``,
+      ``parts``, ``max_length``, ``truncation`` (the value head has ``drop_oldest`` only);
+    - step kinds: ``max_steps``, ``window_overlap``, ``step_tag``; the step classifier ``system_prompt``; the
+      token-logit PRM ``good_token``, ``bad_token`` and the ``*_id`` overrides.
+
+    ``trajectory_prm`` names a second checkpoint, a value head, whose score becomes each result's
+    ``trajectory_score`` (see [`~reasonflux_rl.prm.combined.WithTrajectoryScore`]); it gets the runtime options.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.prm import load_scorer
+    >>> from reasonflux_rl.tiny import write_tiny_models, write_tiny_value_head
+    >>> load_scorer(write_tiny_models(tempfile.mkdtemp()).prm, system_prompt=None).kind
+    'step_classifier'
+    >>> load_scorer(write_tiny_value_head(tempfile.mkdtemp()), system_prompt=None, max_steps=3).kind
+    'value_head'
+
+    ```
+    """
+    unknown = set(options) - ALL_OPTIONS
+    if unknown:
+        raise TypeError(f"load_scorer() got unknown options {sorted(unknown)}; known: {sorted(ALL_OPTIONS)}")
+    info = inspect_checkpoint(path, kind=kind)
+    applicable = {name: value for name, value in options.items() if name in KIND_OPTIONS[info.kind]}
+    scorer = SCORERS[info.kind].from_pretrained(path, **applicable)
+    if trajectory_prm is None:
+        return scorer
+    if info.kind == VALUE_HEAD:
+        raise PRMCheckpointError(f"{path} is a value head already; trajectory_prm adds one to a step kind")
+    runtime = {name: value for name, value in options.items() if name in RUNTIME_OPTIONS}
+    return WithTrajectoryScore(scorer, ValueHeadScorer.from_pretrained(trajectory_prm, **runtime))

@@ -1,0 +1,151 @@
+"""`reasonflux-rl score`: scores equal the scorer's, bad rows are named, and an interrupted run resumes to exactly
+the output of an uninterrupted one."""
+
+import json
+import random
+
+import pytest
+from test_prm_scorer import PROBLEM, random_completion
+
+from reasonflux_rl import score as score_cli
+from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm import load_scorer, trajectory_reward
+from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
+
+FLOAT_FIELDS = ("score", "step_scores", "trajectory_score", "dropped_fraction")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rng = random.Random(7)
+    return [{"id": f"r{i}", "question": f"{PROBLEM} ({i})", "answer": random_completion(rng, rng.randint(1, 9), 1)}
+            for i in range(10)]
+
+
+@pytest.fixture
+def input_file(tmp_path, rows):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run(prm, input_file, output, *extra):
+    score_cli.main(["--prm", str(prm), "--input", str(input_file), "--output", str(output), "--problem-field",
+                    "question", "--completion-field", "answer", "--keep-fields", "id", *extra])
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+def assert_same_rows(a, b):
+    assert [r["index"] for r in a] == [r["index"] for r in b]
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k not in FLOAT_FIELDS} == {k: v for k, v in y.items()
+                                                                          if k not in FLOAT_FIELDS}
+        assert x["score"] == pytest.approx(y["score"], abs=1e-6)
+        assert x["step_scores"] == pytest.approx(y["step_scores"], abs=1e-6)
+
+
+def test_output_rows_hold_the_scorers_scores_in_input_order(tiny_models, input_file, tmp_path, rows):
+    out = run(tiny_models.prm, input_file, tmp_path / "out.jsonl", "--aggregation", "min", "--chunk-size", "4",
+              "--batch-tokens", "1024")
+    expected = load_scorer(tiny_models.prm).score([r["question"] for r in rows], [r["answer"] for r in rows])
+    assert [r["index"] for r in out] == list(range(10)) and [r["id"] for r in out] == [r["id"] for r in rows]
+    for row, result in zip(out, expected):
+        assert row["step_scores"] == pytest.approx(result.step_scores, abs=1e-6)
+        assert row["score"] == pytest.approx(min(result.step_scores), abs=1e-6)
+        assert row["num_steps"] == result.num_steps and row["dropped_steps"] == 0
+        assert row["step_indices"] == list(range(result.num_steps))
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert meta["aggregation"] == "min" and meta["prm"] == str(tiny_models.prm.resolve())
+
+
+class CrashAfter:
+    """Wraps a scorer: counts the rows it scores and raises on its `crash_at`-th call (a killed job)."""
+
+    def __init__(self, scorer, crash_at=None):
+        self.scorer, self.crash_at, self.calls, self.rows = scorer, crash_at, 0, 0
+
+    def score(self, problems, completions):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise KeyboardInterrupt("killed")
+        self.rows += len(problems)
+        return self.scorer.score(problems, completions)
+
+
+def test_interrupted_run_resumes_without_rescoring_or_losing_rows(tiny_models, input_file, tmp_path, monkeypatch):
+    reference = run(tiny_models.prm, input_file, tmp_path / "whole.jsonl", "--chunk-size", "3", "--no-progress")
+
+    wrappers = []
+
+    def patched(path, **options):
+        wrappers.append(CrashAfter(load_scorer(path, **options), crash_at=3 if not wrappers else None))
+        return wrappers[-1]
+
+    monkeypatch.setattr(score_cli, "load_scorer", patched)
+    output = tmp_path / "resumed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_models.prm, input_file, output, "--chunk-size", "3", "--no-progress")
+    assert [json.loads(line)["index"] for line in output.read_text().splitlines()] == list(range(6))
+    with open(output, "a") as handle:  # the kill landed in the middle of writing row 6
+        handle.write('{"index": 6, "id": "r6", "score": 0.4')
+
+    resumed = run(tiny_models.prm, input_file, output, "--chunk-size", "3")
+    assert wrappers[1].rows == 4  # rows 6..9 only
+    assert_same_rows(resumed, reference)
+
+    # Run again: nothing left to do, nothing appended, no model loaded.
+    run(tiny_models.prm, input_file, output, "--chunk-size", "3")
+    assert len(wrappers) == 2 and len(output.read_text().splitlines()) == 10
+
+
+def test_resume_with_other_settings_is_refused(tiny_models, input_file, tmp_path):
+    output = tmp_path / "out.jsonl"
+    run(tiny_models.prm, input_file, output, "--no-progress")
+    with pytest.raises(ConfigError, match=r"written with other settings \(truncation: 'drop_oldest' then, 'windows' "
+                                          r"now\)"):
+        run(tiny_models.prm, input_file, output, "--truncation", "windows")
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [('{"question": "1+1?"}', r"row 2 \(line 4\): field 'answer' is missing"),
+     ('{"question": "1+1?", "answer": 2}', r"row 2 \(line 4\): field 'answer' is a int, not a string"),
+     ('{"question": "1+1?", "answer": "2"', r"row 2 \(line 4\): not valid JSON")],
+)
+def test_bad_row_is_named_before_anything_loads(tmp_path, line, message):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"question": "a", "answer": "b"}\n\n{"question": "a", "answer": "b"}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        run(tmp_path / "no-such-prm", path, tmp_path / "out.jsonl")
+
+
+def test_skip_bad_rows_writes_them_with_their_error_and_reports_them(tiny_models, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    good = {"question": "1+1?", "answer": "1+1=2.\n\nSo 2.", "id": "g"}
+    path.write_text("\n".join([json.dumps(good), '{"question": "x"}', json.dumps(good)]) + "\n")
+    out = run(tiny_models.prm, path, tmp_path / "out.jsonl", "--skip-bad-rows", "--no-progress")
+    assert [r["index"] for r in out] == [0, 1, 2]
+    assert out[1] == {"index": 1, "error": "field 'answer' is missing"}
+    assert len(out[0]["step_scores"]) == 2 and out[0]["step_scores"] == out[2]["step_scores"]
+    assert "skipped 1 bad rows" in capsys.readouterr().err
+
+
+def test_value_head_and_token_logit_through_the_cli(tiny_models, input_file, tmp_path, rows):
+    value_head = write_tiny_value_head(tmp_path / "vh")
+    out = run(value_head, input_file, tmp_path / "vh.jsonl", "--no-progress", "--max-length", "48")
+    assert all(r["score"] == r["trajectory_score"] is not None and r["step_scores"] == [] for r in out)
+    assert any(r["dropped_tokens"] > 0 for r in out)
+
+    combined = run(tiny_models.prm, input_file, tmp_path / "both.jsonl", "--no-progress", "--trajectory-prm",
+                   str(value_head), "--alpha", "0.5")
+    for row in combined:
+        assert row["score"] == pytest.approx(trajectory_reward(row["step_scores"], row["trajectory_score"], "mean",
+                                                               0.5))
+        assert row["trajectory_score"] is not None and row["step_scores"]
+
+    token_logit = write_tiny_token_logit(tmp_path / "tl")
+    tokens = TINY_TOKEN_LOGIT_TOKENS
+    out = run(token_logit, input_file, tmp_path / "tl.jsonl", "--no-progress", "--kind", "token_logit",
+              "--step-tag", tokens["step_tag"], "--good-token", tokens["good_token"], "--bad-token",
+              tokens["bad_token"], "--truncation", "windows", "--max-length", "128")
+    assert all(r["dropped_steps"] == 0 and r["step_indices"] == list(range(r["num_steps"])) for r in out)
