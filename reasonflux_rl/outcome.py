@@ -3,13 +3,16 @@
 math-verify can hang in sympy on pathological answers, and its own timeouts rely on ``signal.alarm``, which only
 works in the main thread (TRL runs ``async def`` reward functions on an event loop in a daemon thread). So
 verification runs in a small pool of worker processes with a wall-clock limit on every item: a worker interrupts an
-item itself at the limit, the parent kills and replaces a worker that cannot, and the item scores 0.0.
+item itself at the limit, the parent kills a worker that cannot, the item scores 0.0, and either way the worker is
+replaced (sympy's caches after an interrupted computation are not to be trusted).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
+import numbers
 import os
 import signal
 import sys
@@ -20,6 +23,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from typing import Any, Self
@@ -32,6 +36,8 @@ from reasonflux_rl.trajectory import THINK_CLOSE, THINK_OPEN, completion_text, s
 Score = float | None
 LogMetric = Callable[[str, float], None]
 LogExtra = Callable[[str, list], None]
+
+logger = logging.getLogger(__name__)
 
 # The answer must be boxed or anchored ("final answer is ..."), as TRL's accuracy_reward extracts it, plus
 # malformed_operators so that the common shorthand `\frac12` and `\sqrt 2` is read as 1/2 and sqrt(2) rather
@@ -110,15 +116,17 @@ def _judge_within(limit: float | None, gold: str, response: str | None, want_tex
         return 0.0, True, "", "[timeout]"
 
 
-def _worker_main(conn: Connection) -> None:
+def _worker_main(conn: Connection, warm_up: bool) -> None:
     # Ctrl-C reaches the whole process group; the parent owns shutdown, so a worker must not die mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
     # Timeouts are handled here, so math-verify's "timeout is disabled" warnings are noise.
     for name in ("math_verify", "latex2sympy2_extended"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    # Warm up before reporting ready: the parent starts each item's clock only once a worker is ready.
-    for i, answer in enumerate(_WARMUP_ANSWERS):
+    # Warm up before reporting ready: the parent starts each item's clock only once a worker is ready. A replacement
+    # skips it: it would pay the same cold-cache cost (about a second) before taking work instead of while working,
+    # and a batch that lost a worker should get its capacity back at once.
+    for i, answer in enumerate(_WARMUP_ANSWERS if warm_up else ()):
         _judge(f"${answer}$", f"The answer is $\\boxed{{{answer}}}$.", True)
         _judge(answer, f"The final answer is ${_WARMUP_ANSWERS[i - 1]}$.", False)
     conn.send(_READY)
@@ -191,9 +199,11 @@ class _Pool:
         self.workers = [self._start_worker() for _ in range(num_workers)]
         self._finalizer = weakref.finalize(self, _stop_workers, self.workers, self.owner_pid)
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self, warm_up: bool = True) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child_conn,), name="outcome-verifier", daemon=True)
+        process = self._ctx.Process(
+            target=_worker_main, args=(child_conn, warm_up), name="outcome-verifier", daemon=True
+        )
         # A spawned or forkserver child re-imports the parent's main script unless told otherwise; a training script
         # without an `if __name__ == "__main__":` guard would then train again inside every verifier. The worker
         # needs nothing from __main__, so the child is started while __main__ looks like an empty module.
@@ -210,12 +220,25 @@ class _Pool:
     def close(self) -> None:
         self._finalizer()
 
+    def wait_ready(self) -> None:
+        """Block until every worker has warmed up; only while no batch is running (a READY is then all it sends)."""
+        deadline = time.monotonic() + _STARTUP_SECONDS
+        for worker in self.workers:
+            try:
+                if not worker.ready and worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                    worker.ready = worker.conn.recv() == _READY
+            except (EOFError, OSError):
+                pass
+            if not worker.ready:
+                code = worker.process.exitcode
+                raise RuntimeError(f"an outcome-verifier worker did not become ready (exit code {code})")
+
     def _replace(self, worker: _Worker) -> _Worker:
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(timeout=5.0)
         worker.conn.close()
-        fresh = self._start_worker()
+        fresh = self._start_worker(warm_up=False)
         self.workers[self.workers.index(worker)] = fresh
         return fresh
 
@@ -232,17 +255,19 @@ class _Pool:
             results[pos] = result
             remaining -= 1
 
-        def retire(worker: _Worker, timed_out: bool) -> None:
-            # The item the worker was running is lost; the items queued behind it never started.
+        def retire(worker: _Worker, cause: str) -> None:
+            # cause: "timeout" or "crash" lose the item the worker was running; after "answered" (the worker timed
+            # out an item itself and reported it) nothing is lost. Items queued behind are requeued: even if one had
+            # started, it is not to blame.
             stats.restarts += 1
-            running = worker.inflight.popleft() if worker.inflight else None
+            running = worker.inflight.popleft() if worker.inflight and cause != "answered" else None
             queue.extendleft(reversed(worker.inflight))
             worker.inflight.clear()
             queue.extendleft(reversed(worker.reserved))
             fresh = self._replace(worker)
             if running is None:
                 return
-            if timed_out:
+            if cause == "timeout":
                 stats.timeouts += 1
                 finish(running, (0.0, True, "", "[timeout]"))
             elif crashes[running] == 0:
@@ -284,9 +309,10 @@ class _Pool:
 
             for worker in list(self.workers):
                 dead = worker.process.sentinel in signalled
+                recycle = False
                 if worker.conn in signalled or dead:
                     try:
-                        while worker.conn.poll():
+                        while not recycle and worker.conn.poll():
                             message = worker.conn.recv()
                             now = time.monotonic()
                             if message == _READY:
@@ -298,24 +324,89 @@ class _Pool:
                             worker.inflight.popleft()
                             stats.max_item_seconds = max(stats.max_item_seconds, now - worker.started)
                             worker.started = now
-                            stats.timeouts += result[1]  # the worker interrupted the item itself
                             finish(pos, tuple(result))
+                            # The worker interrupted the item itself, at an arbitrary point inside sympy, whose caches
+                            # may now hold half-built entries: replace it rather than trust it with the next item.
+                            recycle = result[1]
                     except (EOFError, OSError):
                         dead = True
-                if dead:
+                if recycle:
+                    stats.timeouts += 1
+                    retire(worker, "answered")
+                elif dead:
                     if not worker.ready:
                         # A worker that cannot even start will not start next time either: fail loudly.
                         worker.process.join(timeout=1.0)
                         code = worker.process.exitcode
                         raise RuntimeError(f"an outcome-verifier worker died while starting (exit code {code})")
-                    retire(worker, timed_out=False)
+                    retire(worker, "crash")
                 elif worker.inflight and time.monotonic() >= worker.started + limit:
                     stats.max_item_seconds = max(stats.max_item_seconds, time.monotonic() - worker.started)
-                    retire(worker, timed_out=True)
+                    retire(worker, "timeout")
         return results, stats
 
 
 # ----------------------------------------------------------------------------------------------- public API
+
+
+def gold_text(gold: object) -> str:
+    r"""
+    The text of a gold answer as math-verify should parse it: strings as they are, numbers written out.
+
+    Datasets loaded from CSV or parquet often hold numeric answers. Integers are written without a decimal point,
+    floats by their shortest round-tripping digits in positional notation (math-verify reads `1e-05` as 1), and
+    infinities as `\infty`. A missing gold (`None`, NaN) becomes the empty string, which no parse accepts, so the
+    row is skipped (`None`) like any unparseable gold. Other types raise `TypeError`.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.outcome import gold_text
+
+    >>> [gold_text(g) for g in ["$\\frac{1}{2}$", 12, 0.5, 1.5e-05, 3.0, None, float("nan"), float("-inf")]]
+    ['$\\frac{1}{2}$', '12', '0.5', '0.000015', '3.0', '', '', '-\\infty']
+
+    ```
+    """
+    if isinstance(gold, str):
+        return gold
+    if gold is None:
+        return ""
+    if isinstance(gold, numbers.Integral) and not isinstance(gold, bool):
+        return str(int(gold))
+    if isinstance(gold, numbers.Real) and not isinstance(gold, bool):
+        value = float(gold)  # also numpy scalars, whose repr is `np.float64(...)`
+        if math.isnan(value):
+            return ""
+        if math.isinf(value):
+            return "\\infty" if value > 0 else "-\\infty"
+        text = repr(value)
+        return format(Decimal(text), "f") if "e" in text else text
+    raise TypeError(f"a gold answer must be a str or a number, got {type(gold).__name__}: {gold!r:.80}")
+
+
+def default_num_workers(environ: dict[str, str] | None = None) -> int:
+    """Verification workers per process: the CPUs this process may use, shared among the ranks of this node.
+
+    torchrun and accelerate set ``LOCAL_WORLD_SIZE`` (the processes on this node); each rank has its own reward and
+    pool, so without the division an 8-GPU node would start 8 workers per core. At least 1.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.outcome import default_num_workers
+
+    >>> default_num_workers({"LOCAL_WORLD_SIZE": "100000"})
+    1
+
+    ```
+    """
+    environ = os.environ if environ is None else environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        ranks = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks = 1
+    return max(1, cores // ranks)
+
 
 
 class OutcomeReward:
@@ -334,8 +425,11 @@ class OutcomeReward:
 
     Verification runs in `num_workers` worker processes, started on first use and reused. Every item gets
     `timeout_seconds` of wall-clock time: the worker interrupts itself at the limit, and if it cannot (stuck in C
-    code) the parent kills it half a second later and starts a replacement; either way the item scores 0.0 and counts
-    as a timeout. A worker that crashes is replaced, and the item it was running is retried once (then 0.0). Safe to
+    code) the parent kills it half a second later; either way the item scores 0.0, counts as a timeout, and the
+    worker is replaced (a replacement forks from a preloaded server in milliseconds, then warms up for about a
+    second while the other workers go on). A worker that crashes is replaced, and the item it was running is retried
+    once (then 0.0). Gold answers may be strings or numbers (see [`gold_text`]); a missing one (`None`, NaN, empty)
+    is unparseable. Safe to
     call from any thread, including TRL's event-loop thread for `async def` rewards. Workers come from a forkserver
     (never a plain fork of the trainer) and do not re-import the calling script, so a training script needs no
     `if __name__ == "__main__":` guard.
@@ -346,12 +440,15 @@ class OutcomeReward:
         timeout_seconds (`float`, *optional*, defaults to `5.0`):
             Wall-clock limit per item (gold parse, answer parse and verify together).
         num_workers (`int`, *optional*):
-            Number of worker processes. Defaults to the number of CPUs this process may run on.
+            Number of worker processes. Defaults to the CPUs this process may run on divided by the ranks on this
+            node (`LOCAL_WORLD_SIZE`), at least 1; see [`default_num_workers`].
         gold_column (`str`, *optional*, defaults to `"solution"`):
             Dataset column holding the gold answers, passed by TRL as a keyword argument.
         thinking_prefilled (`bool`, *optional*, defaults to `False`):
             Whether the prompt opened the thinking (DeepSeek-R1-Distill's template ends with `<think>`), so that a
-            completion without `</think>` is unclosed thinking rather than a plain answer.
+            completion without `</think>` is unclosed thinking rather than a plain answer. When it is `False` and a
+            batch holds completions that close a thinking they never opened (that template's signature), a warning
+            is logged once: such a policy's truncated completions would be judged as plain answers.
 
     Logged with `log_metric` (one scalar each per call): `outcome/accuracy` (mean over rows with a score),
     `outcome/gold_unparseable`, `outcome/timeouts`, `outcome/worker_restarts`, `outcome/truncated` (completions that
@@ -389,7 +486,7 @@ class OutcomeReward:
         if not timeout_seconds > 0:
             raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}")
         if num_workers is None:
-            num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            num_workers = default_num_workers()
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.require_closed_thinking = require_closed_thinking
@@ -401,6 +498,7 @@ class OutcomeReward:
         self._interrupt_in_worker = True
         self._pool: _Pool | None = None
         self._lock = threading.Lock()
+        self._warned_prefill = False
 
     def __call__(
         self,
@@ -455,16 +553,28 @@ class OutcomeReward:
             raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
         jobs: list[tuple[str, str | None]] = []
         truncated = 0
+        prefill_signature = False
         for row, (completion, gold) in enumerate(zip(completions, golds)):
-            if not isinstance(gold, str):
-                raise TypeError(f"gold answer at row {row} must be a str, got {type(gold).__name__}: {gold!r:.80}")
+            try:
+                gold = gold_text(gold)
+            except TypeError as err:
+                raise TypeError(f"gold answer at row {row}: {err}") from None
             trajectory = split_trajectory(completion, self.thinking_prefilled)
+            prefill_signature = prefill_signature or (THINK_CLOSE in completion and THINK_OPEN not in completion)
             if trajectory.closed:
                 response = trajectory.response
             else:
                 truncated += 1
                 response = None if self.require_closed_thinking else trajectory.thinking
             jobs.append((gold, response))
+        if prefill_signature and not self.thinking_prefilled and not self._warned_prefill:
+            self._warned_prefill = True
+            logger.warning(
+                "Completions close a thinking they never opened (`</think>` without `<think>`), as under a chat "
+                "template that pre-fills <think> (DeepSeek-R1-Distill): truncated completions of such a policy will "
+                "be judged on their text as plain answers unless thinking_prefilled is set "
+                "(REASONFLUX_THINKING_PREFILLED=true under trl grpo; `reasonflux-rl train` reads it from the template)."
+            )
 
         limit = self.timeout_seconds + _KILL_GRACE_SECONDS
         soft_limit = self.timeout_seconds if self._interrupt_in_worker else None
@@ -497,9 +607,11 @@ class OutcomeReward:
         return scores
 
     def worker_pids(self) -> list[int]:
-        """Process ids of the current workers (starting the pool if needed); for tests and debugging."""
+        """Process ids of the workers once all are ready (starting the pool if needed); for tests and debugging."""
         with self._lock:
-            return [worker.process.pid for worker in self._get_pool().workers]
+            pool = self._get_pool()
+            pool.wait_ready()
+            return [worker.process.pid for worker in pool.workers]
 
     def _get_pool(self) -> _Pool:
         if self._pool is not None and self._pool.owner_pid != os.getpid():
@@ -537,14 +649,59 @@ class OutcomeReward:
 
 _default_reward: OutcomeReward | None = None
 _default_lock = threading.Lock()
+# The RewardArguments fields that configure the outcome reward; the PRM's fields do not concern it.
+_ENV_FIELDS = (
+    "thinking_prefilled",
+    "outcome_require_closed_thinking",
+    "outcome_timeout_seconds",
+    "outcome_num_workers",
+    "solution_column",
+)
+
+
+def outcome_reward_from_env(environ: dict[str, str] | None = None) -> OutcomeReward:
+    """An [`OutcomeReward`] configured by the ``REASONFLUX_<FIELD>`` environment variables of its
+    [`~reasonflux_rl.config.RewardArguments`] fields: ``REASONFLUX_THINKING_PREFILLED``,
+    ``REASONFLUX_OUTCOME_REQUIRE_CLOSED_THINKING``, ``REASONFLUX_OUTCOME_TIMEOUT_SECONDS``,
+    ``REASONFLUX_OUTCOME_NUM_WORKERS`` and ``REASONFLUX_SOLUTION_COLUMN``, parsed and checked exactly as
+    [`~reasonflux_rl.rewards.reward_arguments_from_env`] parses them for the mixed reward. PRM variables are ignored.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.outcome import outcome_reward_from_env
+
+    >>> reward = outcome_reward_from_env(
+    ...     {"REASONFLUX_THINKING_PREFILLED": "true", "REASONFLUX_OUTCOME_NUM_WORKERS": "2", "REASONFLUX_PRM_BETA": "1"}
+    ... )
+    >>> reward.thinking_prefilled, reward.num_workers, reward.timeout_seconds
+    (True, 2, 5.0)
+
+    ```
+    """
+    # Imported here: rewards imports this module (and the PRM stack, which an outcome-only run need not load early).
+    from .rewards import ENV_PREFIX, reward_arguments_from_env
+
+    environ = os.environ if environ is None else environ
+    names = {ENV_PREFIX + name.upper() for name in _ENV_FIELDS}
+    # prm_beta=0 so that the PRM checks (a PRM path is required when beta > 0) do not apply to the outcome alone.
+    args = reward_arguments_from_env({**{k: v for k, v in environ.items() if k in names}, ENV_PREFIX + "PRM_BETA": "0"})
+    return OutcomeReward(
+        require_closed_thinking=args.outcome_require_closed_thinking,
+        timeout_seconds=args.outcome_timeout_seconds,
+        num_workers=args.outcome_num_workers,
+        gold_column=args.solution_column,
+        thinking_prefilled=bool(args.thinking_prefilled),
+    )
 
 
 def outcome_reward(completions: Sequence[str | list[dict]], **kwargs) -> list[Score]:
     r"""
     Outcome reward for `trl grpo --reward_funcs reasonflux_rl.outcome.outcome_reward`.
 
-    Backed by one lazily created [`OutcomeReward`] with default settings (gold answers in the `solution` column,
-    5 s per item, one worker per CPU). See [`OutcomeReward`] for the rules.
+    Backed by one [`OutcomeReward`] created on first call from the `REASONFLUX_<FIELD>` environment variables
+    (see [`outcome_reward_from_env`]; a TRL YAML config sets them in its `env:` section), with the defaults
+    otherwise: gold answers in the `solution` column, 5 s per item, the node's cores shared among its ranks, and
+    thinking not pre-filled. See [`OutcomeReward`] for the rules.
 
     Example:
     ```python
@@ -558,7 +715,7 @@ def outcome_reward(completions: Sequence[str | list[dict]], **kwargs) -> list[Sc
     global _default_reward
     with _default_lock:
         if _default_reward is None:
-            _default_reward = OutcomeReward()
+            _default_reward = outcome_reward_from_env()
     return _default_reward(completions, **kwargs)
 
 

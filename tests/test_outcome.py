@@ -5,11 +5,15 @@ Pool robustness (timeouts, killed workers, threads, event loops) is in test_outc
 
 from __future__ import annotations
 
+import logging
 import pickle
 
+import numpy as np
 import pytest
 
-from reasonflux_rl.outcome import OutcomeReward, format_reward, outcome_reward
+from reasonflux_rl import outcome
+from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.outcome import OutcomeReward, default_num_workers, format_reward, outcome_reward
 
 R1 = "<think>\nLet me work it out.\n\nChecking again.\n</think>\n\nSo the answer is $\\boxed{%s}$."
 DISTILL = "Working (the R1-distill template pre-filled <think>).\n</think>\n\nThe answer is $\\boxed{%s}$."
@@ -178,8 +182,10 @@ def test_trl_calling_convention_logs_through_kwargs(reward):
 def test_bad_input_is_rejected(reward):
     with pytest.raises(ValueError, match="3 completions but 2 gold"):
         reward.score(["a", "b", "c"], ["1", "2"])
-    with pytest.raises(TypeError, match="row 1"):
-        reward.score(["\\boxed{1}", "\\boxed{2}"], ["1", 2])
+    with pytest.raises(TypeError, match="row 1: a gold answer must be a str or a number, got list"):
+        reward.score(["\\boxed{1}", "\\boxed{2}"], ["1", ["2"]])
+    with pytest.raises(TypeError, match="row 0: .* got bool"):
+        reward.score(["\\boxed{1}"], [True])
     with pytest.raises(TypeError):
         reward([{"not": "a message list"}], solution=["1"])
     assert reward.score([], []) == []
@@ -237,3 +243,94 @@ def test_r1_distill_style_template_is_detected(tiny_models, tmp_path):
     tokenizer.chat_template = tokenizer.chat_template.replace("<think>\\n", "")
     tokenizer.save_pretrained(tmp_path)
     assert thinking_prefilled_by(str(tmp_path)) is False
+
+
+def test_numeric_golds_are_written_out_and_missing_golds_are_unparseable(reward):
+    # Datasets read from CSV/parquet hold numbers, and missing answers as None or NaN.
+    rows = [
+        (12, "\\boxed{12}", 1.0),
+        (12, "\\boxed{13}", 0.0),
+        (np.int64(-7), "\\boxed{-7}", 1.0),
+        (0.5, "\\boxed{\\frac{1}{2}}", 1.0),
+        (3.0, "\\boxed{3}", 1.0),
+        (np.float64(0.25), "\\boxed{0.25}", 1.0),
+        (1.5e-05, "\\boxed{0.000015}", 1.0),
+        (1e-05, "\\boxed{1}", 0.0),  # repr would give "1e-05", which math-verify reads as 1
+        (2e20, "\\boxed{2 \\times 10^{20}}", 1.0),
+        (None, "\\boxed{1}", None),
+        (float("nan"), "\\boxed{1}", None),
+        (np.nan, "<think>\ncut off", None),
+        ("", "\\boxed{1}", None),
+        ("   ", "\\boxed{1}", None),
+    ]
+    metrics: dict = {}
+    scores = reward.score([r[1] for r in rows], [r[0] for r in rows], metrics.__setitem__)
+    assert scores == [r[2] for r in rows]
+    assert metrics["outcome/gold_unparseable"] == 5
+    assert reward(["\\boxed{12}"], solution=[12]) == [1.0]
+
+
+def test_default_worker_count_shares_the_cores_among_the_ranks_of_the_node(monkeypatch):
+    monkeypatch.setattr(outcome.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_num_workers() == 16
+    assert OutcomeReward().num_workers == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert OutcomeReward().num_workers == 2
+    assert OutcomeReward(num_workers=5).num_workers == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert default_num_workers() == 5
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert default_num_workers() == 1
+    assert default_num_workers({"LOCAL_WORLD_SIZE": "not a number"}) == 16
+
+
+@pytest.fixture
+def fresh_module_reward(monkeypatch):
+    """The module-level reward is created on first call; give each test its own and close it after."""
+    for name in list(outcome.os.environ):
+        if name.startswith("REASONFLUX_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(outcome, "_default_reward", None)
+    yield
+    if outcome._default_reward is not None:
+        outcome._default_reward.close()
+
+
+def test_module_level_reward_reads_the_reasonflux_environment(monkeypatch, fresh_module_reward):
+    monkeypatch.setenv("REASONFLUX_THINKING_PREFILLED", "true")
+    monkeypatch.setenv("REASONFLUX_OUTCOME_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("REASONFLUX_OUTCOME_NUM_WORKERS", "1")
+    monkeypatch.setenv("REASONFLUX_SOLUTION_COLUMN", "answer")
+    # PRM settings belong to the mixed reward: a PRM path that does not exist, or none with beta > 0, is not our concern.
+    monkeypatch.setenv("REASONFLUX_PRM_BETA", "0.9")
+    # Pre-filled thinking: a completion without </think> was cut off, and scores 0 although its box is right.
+    completions = ["2 + 2 is \\boxed{4} and then", "2 + 2\n</think>\n\\boxed{4}"]
+    assert outcome_reward(completions, answer=["4", "4"]) == [0.0, 1.0]
+    reward = outcome._default_reward
+    assert (reward.thinking_prefilled, reward.timeout_seconds, reward.num_workers) == (True, 2.5, 1)
+    assert reward.gold_column == "answer" and reward.require_closed_thinking is True
+
+
+def test_module_level_reward_defaults_and_bad_environment(monkeypatch, fresh_module_reward):
+    monkeypatch.setenv("REASONFLUX_OUTCOME_NUM_WORKERS", "1")
+    assert outcome_reward(["2 + 2 is \\boxed{4}"], solution=["4"]) == [1.0]  # not pre-filled: a plain answer
+    assert outcome._default_reward.thinking_prefilled is False
+    monkeypatch.setattr(outcome, "_default_reward", None)
+    monkeypatch.setenv("REASONFLUX_OUTCOME_TIMEOUT_SECONDS", "0")
+    with pytest.raises(ConfigError, match="outcome_timeout_seconds=0.0 must be positive"):
+        outcome_reward(["\\boxed{4}"], solution=["4"])
+
+
+def test_r1_distill_completions_without_prefill_warn_once(caplog):
+    distill = "Working it out.\n</think>\n\nThe answer is $\\boxed{4}$."
+    with caplog.at_level(logging.WARNING, logger="reasonflux_rl.outcome"):
+        with OutcomeReward(num_workers=1) as reward:
+            assert reward.score([R1 % "4", "\\boxed{4}", "<think>\ncut"], ["4"] * 3) == [1.0, 1.0, 0.0]
+            assert not caplog.records  # R1 form, plain and truncated R1: no sign of a pre-filled template
+            reward.score([R1 % "4", distill], ["4", "4"])
+            reward.score([distill], ["4"])
+        with OutcomeReward(num_workers=1, thinking_prefilled=True) as prefilled:
+            prefilled.score([distill], ["4"])
+    [record] = caplog.records
+    assert "truncated completions" in record.getMessage() and "thinking_prefilled" in record.getMessage()

@@ -55,10 +55,14 @@ def test_pool_is_started_once_and_reused(reward):
 
 
 def test_pathological_item_times_out_and_the_next_call_works(reward):
+    pids = set(reward.worker_pids())
     _, metrics, elapsed = _score_with_hang(reward)
     assert elapsed < LIMIT + MARGIN
     assert metrics["outcome/timeouts"] == 1
     assert LIMIT <= metrics["outcome/max_item_seconds"] < LIMIT + MARGIN
+    # The worker interrupted the item itself, inside sympy: it is replaced all the same, not trusted further.
+    assert metrics["outcome/worker_restarts"] == 1
+    assert len(pids & set(reward.worker_pids())) == 1
     completions, golds, expected = _batch(10)
     assert reward.score(completions, golds) == expected
 
