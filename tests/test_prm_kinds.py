@@ -145,8 +145,9 @@ def test_kinds_are_detected_from_the_checkpoint(checkpoints):
 
 def test_plain_causal_lm_is_refused_unless_named_token_logit(checkpoints):
     path, _ = checkpoints["token_logit"]
-    with pytest.raises(PRMCheckpointError, match=r"weights hold an LM head of vocabulary size \(\d+\), not a 2-label "
-                                                 r"step head.*name it with kind='token_logit'"):
+    with pytest.raises(PRMCheckpointError, match=r"^prm_name_or_path='[^']+': not a supported PRM .*weights hold an LM "
+                                                 r"head of vocabulary size \(\d+\), not a 2-label step head.*name "
+                                                 r"it with prm_kind='token_logit'"):
         load_scorer(path)
     with pytest.raises(ValueError, match="needs step_tag, good_token and bad_token"):
         load_scorer(path, kind="token_logit")
@@ -155,15 +156,20 @@ def test_plain_causal_lm_is_refused_unless_named_token_logit(checkpoints):
 
 
 def test_named_kind_that_the_checkpoint_does_not_hold_says_what_was_found(checkpoints):
-    with pytest.raises(PRMCheckpointError, match=r"named kind='token_logit'.*2-label step head"):
+    with pytest.raises(PRMCheckpointError, match=r"^prm_name_or_path='[^']+' \(prm_kind='token_logit'\): "
+                                                 r"a token-logit PRM must be a causal LM.*2-label step head"):
         inspect_checkpoint(checkpoints["step_classifier"][0], kind="token_logit")
-    with pytest.raises(PRMCheckpointError, match=r"named kind='value_head' but has no reward_head.pt"):
+    with pytest.raises(PRMCheckpointError, match=r"^prm_name_or_path='[^']+' \(prm_kind='value_head'\): "
+                                                 r"a value-head PRM needs reward_head.pt beside its weights, and "
+                                                 r"there is none"):
         inspect_checkpoint(checkpoints["token_logit"][0], kind="value_head")
-    with pytest.raises(PRMCheckpointError, match=r"not a supported PRM: weights hold only a decoder with tied"):
+    with pytest.raises(PRMCheckpointError, match=r"^prm_name_or_path='[^']+' \(prm_kind='step_classifier'\): "
+                                                 r"not a supported PRM \(architectures=.*\): weights hold only a "
+                                                 r"decoder with tied"):
         inspect_checkpoint(checkpoints["value_head"][0], kind="step_classifier")
     with pytest.raises(PRMCheckpointError, match=r"is a value_head PRM, not a step classifier"):
         StepScorer.from_pretrained(checkpoints["value_head"][0])
-    with pytest.raises(PRMCheckpointError, match=r"kind='reward' is not allowed"):
+    with pytest.raises(PRMCheckpointError, match=r"^prm_kind='reward' is not allowed"):
         inspect_checkpoint(checkpoints["value_head"][0], kind="reward")
 
 
@@ -174,8 +180,10 @@ class NotATensor:
 @pytest.mark.parametrize(
     "state,message",
     [({"weight": torch.zeros(2, 64), "bias": torch.zeros(2)},
-      r"holding \{'weight': \(2, 64\), 'bias': \(2,\)\}; a value head is Linear\(hidden, 1\)"),
-     ({"weight": torch.zeros(1, 64), "extra": NotATensor()}, r"cannot be read with torch.load\(weights_only=True\)")],
+      r"^prm_name_or_path='[^']+': reward_head.pt holds \{'weight': \(2, 64\), 'bias': \(2,\)\}; a value head is "
+      r"Linear\(hidden, 1\)"),
+     ({"weight": torch.zeros(1, 64), "extra": NotATensor()},
+      r"^prm_name_or_path='[^']+': .*cannot be read with torch.load\(weights_only=True\)")],
 )
 def test_bad_reward_head_is_refused(tmp_path, state, message):
     path = write_tiny_value_head(tmp_path)

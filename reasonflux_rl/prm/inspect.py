@@ -102,45 +102,58 @@ def read_reward_head(path: str | Path) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in state.items()}
 
 
-def inspect_checkpoint(path: str | Path, kind: str = "auto") -> CheckpointInfo:
+def inspect_checkpoint(
+    path: str | Path, kind: str = "auto", *, key: str = "prm_name_or_path", kind_key: str | None = "prm_kind"
+) -> CheckpointInfo:
     """Identify the PRM kind of a local checkpoint directory from its config, weight names and shapes.
 
     ``kind="auto"`` recognises a step classifier (``score.0``/``score.2`` step head) and a value head
     (``reward_head.pt`` beside the weights). A token-logit PRM is an ordinary causal LM, which no weight tells apart
     from a policy, so it must be named: ``kind="token_logit"`` checks that the weights hold an LM head (or tied
     embeddings). Raises [`PRMCheckpointError`] naming what was found when the directory is missing, has no config or
-    weights, or does not hold the (detected or named) kind.
+    weights, or does not hold the (detected or named) kind. Every message starts with the setting that gave the
+    path, ``key=<path>`` (and ``kind_key=<kind>`` when a kind was named), so the user knows which line to fix.
 
     Example:
     ```python
     >>> import tempfile
     >>> from reasonflux_rl.prm.inspect import inspect_checkpoint
+    >>> empty = tempfile.mkdtemp()
     >>> try:
-    ...     inspect_checkpoint(tempfile.mkdtemp())
+    ...     inspect_checkpoint(empty, kind="step_classifier")
     ... except ValueError as err:
-    ...     print(str(err).split(":")[0])
-    PRM checkpoint has no config.json
+    ...     print(str(err).replace(empty, "DIR"))
+    prm_name_or_path='DIR' (prm_kind='step_classifier'): no config.json in the checkpoint directory
+    >>> try:
+    ...     inspect_checkpoint("/no/such/dir", kind="value_head", key="prm_trajectory_name_or_path", kind_key=None)
+    ... except ValueError as err:
+    ...     print(str(err).split(".")[0])
+    prm_trajectory_name_or_path='/no/such/dir' is not a local directory
 
     ```
     """
+    where = f"{key}={str(path)!r}" + (f" ({kind_key}={kind!r})" if kind_key and kind != "auto" else "")
     if kind != "auto" and kind not in KINDS:
-        raise PRMCheckpointError(f"prm kind={kind!r} is not allowed: choose one of {['auto', *KINDS]}")
+        raise PRMCheckpointError(
+            f"{kind_key or 'kind'}={kind!r} is not allowed (for {key}={str(path)!r}): choose one of "
+            f"{['auto', *KINDS]}"
+        )
     root = Path(path)
     if not root.is_dir():
         raise PRMCheckpointError(
-            f"prm_name_or_path={str(path)!r} is not a local directory. Download the checkpoint first "
+            f"{key}={str(path)!r} is not a local directory. Download the checkpoint first "
             "(e.g. `hf download Gen-Verse/ReasonFlux-PRM-7B --local-dir ...`) or create tiny test models with "
             "`reasonflux-rl tiny-models --out DIR`."
         )
     config_file = root / "config.json"
     if not config_file.is_file():
-        raise PRMCheckpointError(f"PRM checkpoint has no config.json: {root}")
+        raise PRMCheckpointError(f"{where}: no config.json in the checkpoint directory")
     config = json.loads(config_file.read_text())
     architectures = tuple(config.get("architectures") or ())
     hidden = config.get("hidden_size")
     shapes = read_weight_shapes(root)
     if not shapes:
-        raise PRMCheckpointError(f"PRM checkpoint has no *.safetensors weights: {root}")
+        raise PRMCheckpointError(f"{where}: no *.safetensors weights in the checkpoint directory")
 
     def info(found: str) -> CheckpointInfo:
         return CheckpointInfo(root, found, architectures, hidden, config.get("max_position_embeddings"))
@@ -149,58 +162,60 @@ def inspect_checkpoint(path: str | Path, kind: str = "auto") -> CheckpointInfo:
     has_reward_head = (root / REWARD_HEAD_FILE).is_file()
     if kind == STEP_CLASSIFIER or (kind == "auto" and has_step_head):
         if has_step_head:
-            _check_step_head(root, shapes, config)
+            _check_step_head(where, shapes, config)
             return info(STEP_CLASSIFIER)
     elif kind == VALUE_HEAD or (kind == "auto" and has_reward_head):
         if has_reward_head:
-            _check_reward_head(root, hidden)
+            _check_reward_head(where, root, hidden)
             return info(VALUE_HEAD)
         raise PRMCheckpointError(
-            f"PRM checkpoint {root} is named kind='value_head' but has no {REWARD_HEAD_FILE} beside its weights "
+            f"{where}: a value-head PRM needs {REWARD_HEAD_FILE} beside its weights, and there is none "
             f"({_describe_heads(shapes, config)})."
         )
     elif kind == TOKEN_LOGIT:
         if _is_causal_lm(shapes, config) and not has_step_head:
             return info(TOKEN_LOGIT)
         raise PRMCheckpointError(
-            f"PRM checkpoint {root} is named kind='token_logit' but is not a causal LM: "
+            f"{where}: a token-logit PRM must be a causal LM, read at each step tag, but "
             + ("its weights hold a 2-label step head (score.0/score.2), so it is a step classifier"
                if has_step_head else _describe_heads(shapes, config))
-            + ". A token-logit PRM reads its LM head's logits at each step tag."
+            + "."
         )
     found = _describe_heads(shapes, config)
     hint = ""
     if kind == "auto" and _is_causal_lm(shapes, config):
         hint = (
-            " If it is a Math-Shepherd style PRM (a causal LM read at a step tag), name it with kind='token_logit' "
-            "and give its step tag and good/bad tokens."
+            f" If it is a Math-Shepherd style PRM (a causal LM read at a step tag), name it with "
+            f"{kind_key or 'kind'}='token_logit' and give its step tag and good/bad tokens."
         )
     raise PRMCheckpointError(
-        f"PRM checkpoint {root} (architectures={list(architectures)}) is not a supported PRM: {found}. {SUPPORTED}"
-        + hint
+        f"{where}: not a supported PRM (architectures={list(architectures)}): {found}. {SUPPORTED}" + hint
     )
 
 
-def _check_step_head(root: Path, shapes: dict[str, tuple[int, ...]], config: dict) -> None:
+def _check_step_head(where: str, shapes: dict[str, tuple[int, ...]], config: dict) -> None:
     hidden = config.get("hidden_size")
     head_in, head_out = shapes["score.0.weight"], shapes["score.2.weight"]
     if head_out[0] != 2 or head_in != (hidden, hidden):
         raise PRMCheckpointError(
-            f"PRM checkpoint {root} has a `score` head of shapes score.0.weight={head_in}, "
-            f"score.2.weight={head_out}; a step classifier needs ({hidden}, {hidden}) and (2, {hidden})."
+            f"{where}: a `score` head of shapes score.0.weight={head_in}, score.2.weight={head_out}; a step "
+            f"classifier needs ({hidden}, {hidden}) and (2, {hidden})."
         )
     if config.get("model_type") != "qwen2":
         raise PRMCheckpointError(
-            f"PRM checkpoint {root} has a step head but model_type={config.get('model_type')!r}; the native "
-            "step classifier supports the Qwen2 decoder (model_type 'qwen2')."
+            f"{where}: a step head but model_type={config.get('model_type')!r}; the native step classifier "
+            "supports the Qwen2 decoder (model_type 'qwen2')."
         )
 
 
-def _check_reward_head(root: Path, hidden: int | None) -> None:
-    head = read_reward_head(root / REWARD_HEAD_FILE)
+def _check_reward_head(where: str, root: Path, hidden: int | None) -> None:
+    try:
+        head = read_reward_head(root / REWARD_HEAD_FILE)
+    except PRMCheckpointError as err:
+        raise PRMCheckpointError(f"{where}: {err}") from None
     if head.get("weight") != (1, hidden) or set(head) - {"weight", "bias"} or head.get("bias", (1,)) != (1,):
         raise PRMCheckpointError(
-            f"PRM checkpoint {root} has a {REWARD_HEAD_FILE} holding {head}; a value head is Linear(hidden, 1): "
+            f"{where}: {REWARD_HEAD_FILE} holds {head}; a value head is Linear(hidden, 1): "
             f"weight (1, {hidden}) and bias (1,)."
         )
 
