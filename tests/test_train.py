@@ -20,9 +20,14 @@ CLI = Path(sys.executable).with_name("reasonflux-rl")
 REWARD_METRICS = ["reasonflux/outcome_mean", "reasonflux/prm_mean", "reasonflux/mixed_mean", "reasonflux/beta"]
 
 
+# The recipes choose W&B's mode in their own `env:` section; an inherited setting would hide whether they do.
+WANDB_OVERRIDES = ("WANDB_MODE", "WANDB_DISABLED")
+
+
 def run(cmd, cwd, env=None, timeout=600):
-    env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    inherited = {name: value for name, value in os.environ.items() if name not in WANDB_OVERRIDES}
+    return subprocess.run(cmd, cwd=cwd, env={**inherited, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_smoke_training_runs_through_the_cli(tiny_models, tmp_path):
@@ -43,6 +48,8 @@ def test_smoke_training_runs_through_the_cli(tiny_models, tmp_path):
         assert row["reasonflux/mixed_mean"] == pytest.approx(
             0.25 * row["reasonflux/outcome_mean"] + 0.75 * row["reasonflux/prm_mean"], abs=1e-4
         ) or row["reasonflux/prm_missing"] + row["reasonflux/outcome_missing"] > 0
+    # WANDB_MODE=offline comes from recipes/smoke/cpu.yaml's env: section alone (run() drops any inherited one).
+    assert glob.glob(str(out / "wandb/run-*")) == [], "an online W&B run was started"
     [run_file] = glob.glob(str(out / "wandb/offline-run-*/run-*.wandb"))
     logged = [row for row in history(Path(run_file)) if "train/reasonflux/beta" in row]
     assert len(logged) == len(steps)
@@ -100,8 +107,9 @@ def test_bad_config_fails_before_anything_loads(tiny_models, flags, message):
 
 @pytest.mark.parametrize(
     "tied,message",
-    [(False, r"weights hold an LM head of vocabulary size \(100\), not a 2-label step head"),
-     (True, r"tied input/output embeddings \(an LM\), no step head")],
+    [(False, r"^prm_name_or_path='[^']+': not a supported PRM .*: weights hold an LM head of vocabulary size "
+             r"\(100\), not a 2-label step head"),
+     (True, r"^prm_name_or_path='[^']+': not a supported PRM .*tied input/output embeddings \(an LM\), no step head")],
 )
 def test_prm_without_step_head_is_refused_with_what_was_found(tmp_path, tied, message):
     prm = lm_checkpoint(tmp_path / "lm", tied)
