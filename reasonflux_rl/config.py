@@ -19,6 +19,7 @@ from .schedule import SCHEDULES
 
 NORMALISATIONS: tuple[str, ...] = ("none", "group_zscore", "group_minmax", "group_rank", "batch_zscore")
 REWARD_MODES: tuple[str, ...] = ("mixed", "separate")
+ON_FAILURE: tuple[str, ...] = ("error", "outcome_only")
 
 
 @dataclass
@@ -62,6 +63,33 @@ class RewardArguments:
     prm_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Local directory of the PRM checkpoint (e.g. ReasonFlux-PRM-7B). Required when prm_beta > 0."},
+    )
+    prm_server_urls: list[str] | None = field(
+        default=None,
+        metadata={"help": "Score with the PRM served by vLLM at these base URLs (e.g. http://prm-node:8001) instead "
+                  "of a replica on every rank; prm_name_or_path then needs only the PRM's config.json and tokenizer."},
+    )
+    prm_server_model: str | None = field(
+        default=None, metadata={"help": "Served model name of the PRM servers (default: the one model they serve)."}
+    )
+    prm_server_max_inflight: int = field(
+        default=64,
+        metadata={"help": "PRM requests in flight from the whole job; each of N ranks keeps at most 1/N of them."},
+    )
+    prm_server_timeout_seconds: float = field(
+        default=120.0, metadata={"help": "Seconds one PRM request may take before it is retried elsewhere."}
+    )
+    prm_server_retries: int = field(
+        default=3, metadata={"help": "Retries of a failed PRM request (connection errors, timeouts, HTTP 5xx)."}
+    )
+    prm_server_deadline_seconds: float = field(
+        default=600.0, metadata={"help": "Seconds the PRM scoring of one batch may take in all, retries included."}
+    )
+    prm_on_failure: str = field(
+        default="error",
+        metadata={"help": f"When the PRM servers cannot score a batch in time: one of {ON_FAILURE}. 'error' stops "
+                  "training with the reason; 'outcome_only' trains that batch on the outcome reward alone and counts "
+                  "it in reasonflux/prm_unavailable."},
     )
     prm_kind: str = field(
         default="auto",
@@ -146,6 +174,7 @@ class RewardArguments:
             ("prm_truncation", TRUNCATIONS),
             ("prm_aggregation", AGGREGATIONS),
             ("prm_parts", PARTS),
+            ("prm_on_failure", ON_FAILURE),
         ):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: choose one of {list(allowed)}")
@@ -161,7 +190,28 @@ class RewardArguments:
             )
         if self.reward_mode == "separate" and not self.prm_name_or_path:
             raise ConfigError("reward_mode='separate' needs prm_name_or_path (the second reward function is the PRM)")
-        for key in ("prm_max_steps", "prm_max_length", "prm_beta_schedule_steps", "outcome_num_workers"):
+        if self.prm_server_urls:
+            if isinstance(self.prm_server_urls, str):
+                self.prm_server_urls = self.prm_server_urls.replace(",", " ").split()
+            bad = [url for url in self.prm_server_urls if not url.startswith(("http://", "https://"))]
+            if bad:
+                raise ConfigError(f"prm_server_urls={bad} must be base URLs such as http://prm-node:8001")
+            if not self.prm_name_or_path:
+                raise ConfigError(
+                    "prm_server_urls needs prm_name_or_path: a local directory with the served PRM's config.json and "
+                    "tokenizer (the inputs are formatted and tokenised here)"
+                )
+            if self.prm_kind not in ("auto", "step_classifier"):
+                raise ConfigError(
+                    f"prm_kind={self.prm_kind!r} cannot be served remotely: prm_server_urls serve step classifiers"
+                )
+        for key in ("prm_server_timeout_seconds", "prm_server_deadline_seconds"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key}={getattr(self, key)} must be positive")
+        if self.prm_server_retries < 0:
+            raise ConfigError(f"prm_server_retries={self.prm_server_retries} must be 0 or more")
+        for key in ("prm_max_steps", "prm_max_length", "prm_beta_schedule_steps", "outcome_num_workers",
+                    "prm_server_max_inflight"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key}={value} must be a positive integer or unset")

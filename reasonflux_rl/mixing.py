@@ -9,18 +9,21 @@ group or batch statistic is taken; every rank then keeps its own slice.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import NORMALISATIONS
+from .config import NORMALISATIONS, ON_FAILURE
 from .prm.aggregate import aggregate, trajectory_reward
-from .prm.scorer import StepScorer
+from .prm.pooling_client import PRMUnavailableError
+from .prm.results import Scorer, StepScores
 from .schedule import beta_at
 from .trajectory import completion_text, prompt_text
 
 Score = float | None
+logger = logging.getLogger(__name__)
 
 
 def _zscore(values: list[Score]) -> list[Score]:
@@ -118,6 +121,30 @@ def mix(outcome: Sequence[Score], prm: Sequence[Score], beta: float) -> list[Sco
     return out
 
 
+def gather_batch(values: Sequence[Any]) -> tuple[list[Any], int]:
+    """The whole generation batch of a per-row list (every rank's slice, in rank order) and this rank's offset in it.
+
+    TRL hands each rank its slice of the generation batch, in rank order; a single process has the whole batch.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.mixing import gather_batch
+    >>> gather_batch([0.2, 0.6])  # single process
+    ([0.2, 0.6], 0)
+
+    ```
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return list(values), 0
+    per_rank = gather_object([list(values)])
+    offset = sum(len(part) for part in per_rank[: state.process_index])
+    return [value for part in per_rank for value in part], offset
+
+
 def gather_normalise(scores: list[Score], method: str, group_size: int | None) -> list[Score]:
     """[`normalise`] over the global batch when running distributed; returns this rank's slice.
 
@@ -131,16 +158,7 @@ def gather_normalise(scores: list[Score], method: str, group_size: int | None) -
     """
     if method == "none":
         return list(scores)
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
-    state = PartialState()
-    if state.num_processes == 1:
-        return normalise(scores, method, group_size)
-    # gather_object concatenates in rank order, which is the order of the global generation batch.
-    per_rank = gather_object([list(scores)])
-    offset = sum(len(part) for part in per_rank[: state.process_index])
-    flat = [score for part in per_rank for score in part]
+    flat, offset = gather_batch(scores)
     return normalise(flat, method, group_size)[offset : offset + len(scores)]
 
 
@@ -150,31 +168,81 @@ def _pearson(xs: list[float], ys: list[float]) -> float | None:
     return statistics.correlation(xs, ys)
 
 
-def _log_mean(log_metric: Callable[[str, float], None], name: str, values: Sequence[Score]) -> None:
-    # A batch with nothing to average logs nothing: a NaN would poison TRL's running mean of the metric.
+def _mean(values: Sequence[Score]) -> float | None:
     present = [v for v in values if v is not None]
-    if present:
-        log_metric(name, statistics.fmean(present))
+    return statistics.fmean(present) if present else None
 
 
 @dataclass
 class PRMBatch:
-    """What [`PRMReward.score`] computed for one batch: raw and normalised trajectory scores and step details."""
+    """What [`PRMReward.score`] computed for this rank's slice of one batch.
+
+    ``unavailable`` is set when the PRM servers could not score the batch (on any rank) and the policy is
+    ``outcome_only``: every raw score is then ``None``.
+    """
 
     raw: list[Score]
     normalised: list[Score]
     step_scores: list[list[float]]
     num_steps: list[int]
     dropped_fraction: list[float]
+    unavailable: bool = False
+
+
+def log_batch(
+    log_metric: Callable[[str, float], None],
+    prm: PRMBatch | None,
+    outcome: Sequence[Score] | None = None,
+    mixed: Sequence[Score] | None = None,
+) -> None:
+    """Log the reward metrics of one generation batch, computed over the whole batch (all ranks).
+
+    Every rank logs the same values, so TRL's average over ranks keeps them: means, standard deviation, the PRM /
+    outcome correlation and the counts of missing parts are those of the global batch, not of one rank's slice.
+    A metric with nothing to average is not logged (a NaN would poison TRL's running mean).
+    """
+    columns: dict[str, Sequence[Any]] = {}
+    if prm is not None:
+        columns.update(prm_mean=prm.raw, prm_normalised_mean=prm.normalised, steps_mean=prm.num_steps,
+                       dropped_step_frac=prm.dropped_fraction)
+    if outcome is not None:
+        columns["outcome_mean"] = outcome
+    if mixed is not None:
+        columns["mixed_mean"] = mixed
+    rows, _ = gather_batch(list(zip(*columns.values())))
+    batch = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+    for name, values in batch.items():
+        value = _mean(values)
+        if value is not None:
+            log_metric(f"reasonflux/{name}", value)
+    if prm is not None:
+        present = [v for v in batch["prm_mean"] if v is not None]
+        if present:
+            log_metric("reasonflux/prm_std", statistics.pstdev(present))
+        log_metric("reasonflux/prm_missing", float(len(batch["prm_mean"]) - len(present)))
+        log_metric("reasonflux/prm_unavailable", float(prm.unavailable))
+    if outcome is not None:
+        log_metric("reasonflux/outcome_missing", float(sum(o is None for o in batch["outcome_mean"])))
+    if prm is not None and outcome is not None:
+        pairs = [(o, p) for o, p in zip(batch["outcome_mean"], batch["prm_mean"]) if o is not None and p is not None]
+        corr = _pearson([o for o, _ in pairs], [p for _, p in pairs])
+        if corr is not None:
+            log_metric("reasonflux/prm_outcome_corr", corr)
 
 
 class PRMReward:
     """TRL reward function returning the normalised PRM trajectory score of each completion.
 
     Use it on its own, or beside the outcome reward with ``reward_weights: [1 - beta, beta]`` (see the README for how
-    that interacts with ``multi_objective_aggregation``). It logs ``reasonflux/prm_mean`` (raw), ``prm_std``,
-    ``prm_normalised_mean``, ``prm_missing``, ``steps_mean`` and ``dropped_step_frac``, and the step scores as a
-    ``prm_step_scores`` column of the completions table.
+    that interacts with ``multi_objective_aggregation``; ``beta`` is then only logged). It logs
+    ``reasonflux/prm_mean`` (raw), ``prm_std``, ``prm_normalised_mean``, ``prm_missing``, ``prm_unavailable``,
+    ``steps_mean`` and ``dropped_step_frac`` over the whole batch (see [`log_batch`]), a remote scorer's transport
+    counts as ``reasonflux/prm_server_<count>`` (per rank), and the step scores as a ``prm_step_scores`` column of
+    the completions table.
+
+    When the scorer raises [`~reasonflux_rl.prm.pooling_client.PRMUnavailableError`] (PRM servers down or past
+    their deadline), ``on_failure="error"`` stops training with the reason, and ``"outcome_only"`` leaves every PRM
+    score of that batch missing, on every rank, so that the batch trains on the outcome reward alone.
 
     Example:
     ```python
@@ -194,50 +262,68 @@ class PRMReward:
 
     def __init__(
         self,
-        scorer: StepScorer,
+        scorer: Scorer,
         *,
         normalisation: str = "none",
         aggregation: str = "mean",
         alpha: float | None = None,
         num_generations: int | None = None,
         problem_column: str = "problem",
+        on_failure: str = "error",
+        beta: float | None = None,
     ) -> None:
         normalise([], normalisation, num_generations or 1)
         aggregate([], aggregation)
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure={on_failure!r} is not one of {ON_FAILURE}")
         self.scorer = scorer
         self.normalisation = normalisation
         self.aggregation = aggregation
         self.alpha = alpha
         self.num_generations = num_generations
         self.problem_column = problem_column
+        self.on_failure = on_failure
+        self.beta = beta
 
     def score(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> PRMBatch:
         """Score and normalise one batch (this rank's slice; normalisation statistics are global)."""
         problems = kwargs.get(self.problem_column) or [prompt_text(p) for p in prompts]
-        results = self.scorer.score(list(problems), [completion_text(c) for c in completions])
-        step_scores = [r.step_scores for r in results]
+        texts = [completion_text(c) for c in completions]
+        failure = None
+        try:
+            results = self.scorer.score(list(problems), texts)
+        except PRMUnavailableError as err:
+            if self.on_failure == "error":
+                raise PRMUnavailableError(
+                    f"{err}. Training stops (prm_on_failure: error); with prm_on_failure: outcome_only such a batch "
+                    "trains on the outcome reward alone"
+                ) from None
+            failure = err
+            results = [StepScores() for _ in texts]
+        unavailable = failure is not None
+        if self.on_failure == "outcome_only":
+            # One rank's failure drops the PRM from the whole batch, so no group mixes rows with and without it.
+            unavailable = any(gather_batch([unavailable])[0])
+            if unavailable:
+                logger.warning("PRM servers unavailable, this batch trains on the outcome reward alone: %s", failure)
+                results = [StepScores() for _ in texts]
         raw = [trajectory_reward(r.step_scores, r.trajectory_score, self.aggregation, self.alpha) for r in results]
         return PRMBatch(
             raw=raw,
             normalised=gather_normalise(raw, self.normalisation, self.num_generations),
-            step_scores=step_scores,
+            step_scores=[r.step_scores for r in results],
             num_steps=[r.num_steps for r in results],
             dropped_fraction=[r.dropped_fraction for r in results],
+            unavailable=unavailable,
         )
 
-    def log(self, batch: PRMBatch, log_metric=None, log_extra=None) -> None:
-        """Report a batch through TRL's ``log_metric`` / ``log_extra`` (either may be ``None``)."""
-        if log_metric is not None:
-            present = [v for v in batch.raw if v is not None]
-            _log_mean(log_metric, "reasonflux/prm_mean", batch.raw)
-            if present:
-                log_metric("reasonflux/prm_std", statistics.pstdev(present))
-            _log_mean(log_metric, "reasonflux/prm_normalised_mean", batch.normalised)
-            log_metric("reasonflux/prm_missing", float(len(batch.raw) - len(present)))
-            _log_mean(log_metric, "reasonflux/steps_mean", batch.num_steps)
-            _log_mean(log_metric, "reasonflux/dropped_step_frac", batch.dropped_fraction)
-        if log_extra is not None:
-            log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
+    def log_transport(self, log_metric: Callable[[str, float], None] | None) -> None:
+        """Log (and reset) a remote scorer's transport counts, if it has any."""
+        metrics = getattr(self.scorer, "metrics", None)
+        if metrics is None or log_metric is None:
+            return
+        for name, value in sorted(metrics().items()):
+            log_metric(f"reasonflux/prm_server_{name}", float(value))
 
     def __call__(
         self,
@@ -248,15 +334,21 @@ class PRMReward:
         **kwargs: Any,
     ) -> list[Score]:
         batch = self.score(prompts, completions, **kwargs)
-        self.log(batch, log_metric, log_extra)
+        if log_metric is not None:
+            log_batch(log_metric, batch)
+            if self.beta is not None:
+                log_metric("reasonflux/beta", self.beta)
+        self.log_transport(log_metric)
+        if log_extra is not None:
+            log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
         return batch.normalised
 
 
 class MixedReward:
     """TRL reward function for ``(1 - beta) * r_outcome + beta * normalise(r_prm)``.
 
-    ``outcome`` is a TRL reward callable (e.g. [`~reasonflux_rl.outcome.OutcomeReward`]); ``scorer`` a
-    [`~reasonflux_rl.prm.scorer.StepScorer`], or ``None`` for beta 0. ``beta_schedule`` (see
+    ``outcome`` is a TRL reward callable (e.g. [`~reasonflux_rl.outcome.OutcomeReward`]); ``scorer`` any PRM scorer
+    ([`~reasonflux_rl.prm.load_scorer`]), or ``None`` for beta 0. ``beta_schedule`` (see
     [`~reasonflux_rl.schedule.beta_at`]) moves beta over ``beta_schedule_steps`` optimizer steps (default: the run's
     ``max_steps``), read from TRL's ``trainer_state``. Besides [`PRMReward`]'s metrics it logs
     ``reasonflux/outcome_mean``, ``mixed_mean``, ``beta``, ``outcome_missing`` and ``prm_outcome_corr`` (Pearson
@@ -282,7 +374,7 @@ class MixedReward:
     def __init__(
         self,
         outcome: Callable[..., list[Score]],
-        scorer: StepScorer | None,
+        scorer: Scorer | None,
         *,
         beta: float = 0.75,
         beta_schedule: str = "constant",
@@ -292,6 +384,7 @@ class MixedReward:
         alpha: float | None = None,
         num_generations: int | None = None,
         problem_column: str = "problem",
+        on_failure: str = "error",
     ) -> None:
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta={beta} must be in [0, 1]")
@@ -308,6 +401,7 @@ class MixedReward:
                 alpha=alpha,
                 num_generations=num_generations,
                 problem_column=problem_column,
+                on_failure=on_failure,
             )
         self.beta = beta
         self.beta_schedule = beta_schedule
@@ -344,17 +438,12 @@ class MixedReward:
             batch = None
         else:
             batch = self.prm.score(prompts, completions, **kwargs)
-            self.prm.log(batch, log_metric, log_extra)
+            self.prm.log_transport(log_metric)
+            if log_extra is not None:
+                log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
             # With beta = 0 the PRM must not change a row, not even by turning a None outcome into 0.
             mixed = mix(outcome, batch.normalised if beta > 0 else [None] * len(outcome), beta)
         if log_metric is not None:
             log_metric("reasonflux/beta", beta)
-            _log_mean(log_metric, "reasonflux/outcome_mean", outcome)
-            _log_mean(log_metric, "reasonflux/mixed_mean", mixed)
-            log_metric("reasonflux/outcome_missing", float(sum(o is None for o in outcome)))
-            if batch is not None:
-                pairs = [(o, p) for o, p in zip(outcome, batch.raw) if o is not None and p is not None]
-                corr = _pearson([o for o, _ in pairs], [p for _, p in pairs])
-                if corr is not None:
-                    log_metric("reasonflux/prm_outcome_corr", corr)
+            log_batch(log_metric, batch, outcome, mixed)
         return mixed

@@ -22,6 +22,7 @@ from .mixing import MixedReward, Score
 from .outcome import OutcomeReward
 from .prm.inspect import CheckpointInfo, inspect_checkpoint
 from .prm.loader import load_scorer
+from .prm.remote import inspect_served_checkpoint
 
 ENV_PREFIX = "REASONFLUX_"
 
@@ -43,7 +44,41 @@ def validate(args: RewardArguments) -> CheckpointInfo | None:
     """
     if args.prm_trajectory_name_or_path:
         inspect_checkpoint(args.prm_trajectory_name_or_path, kind="value_head")
-    return inspect_checkpoint(args.prm_name_or_path, kind=args.prm_kind) if args.prm_name_or_path else None
+    if not args.prm_name_or_path:
+        return None
+    if args.prm_server_urls:
+        info = inspect_served_checkpoint(args.prm_name_or_path)
+        # Health, served model, context length and a probe of the step tags, so that a wrong server fails the
+        # launch now and not the first training step.
+        load_scorer(args.prm_name_or_path, **{**_scorer_options(args, num_processes=1), "trajectory_prm": None}).close()
+        return info
+    return inspect_checkpoint(args.prm_name_or_path, kind=args.prm_kind)
+
+
+def _scorer_options(args: RewardArguments, num_processes: int) -> dict[str, Any]:
+    """The [`load_scorer`] arguments that ``args`` gives, for one of ``num_processes`` ranks."""
+    return dict(
+        kind=args.prm_kind,
+        trajectory_prm=args.prm_trajectory_name_or_path,
+        dtype=args.prm_dtype,
+        parts=args.prm_parts,
+        max_steps=args.prm_max_steps,
+        max_length=args.prm_max_length,
+        batch_tokens=args.prm_batch_tokens,
+        truncation=args.prm_truncation,
+        window_overlap=args.prm_window_overlap,
+        system_prompt=args.prm_system_prompt,
+        step_tag=args.prm_step_tag,
+        good_token=args.prm_good_token,
+        bad_token=args.prm_bad_token,
+        server_urls=args.prm_server_urls,
+        server_model=args.prm_server_model,
+        # Every rank is a client: the job-wide bound is shared out among them.
+        max_inflight=max(1, -(-args.prm_server_max_inflight // num_processes)),
+        request_timeout=args.prm_server_timeout_seconds,
+        retries=args.prm_server_retries,
+        deadline=args.prm_server_deadline_seconds,
+    )
 
 
 def build_reward(
@@ -68,29 +103,18 @@ def build_reward(
 
     ```
     """
-    validate(args)
-    if device is None:
-        from accelerate import PartialState
+    from accelerate import PartialState
 
-        device = PartialState().device
+    validate(args)
+    state = PartialState()
     scorer = None
     if args.prm_name_or_path:
+        # validate() has just checked the servers.
         scorer = load_scorer(
             args.prm_name_or_path,
-            kind=args.prm_kind,
-            trajectory_prm=args.prm_trajectory_name_or_path,
-            device=device,
-            dtype=args.prm_dtype,
-            parts=args.prm_parts,
-            max_steps=args.prm_max_steps,
-            max_length=args.prm_max_length,
-            batch_tokens=args.prm_batch_tokens,
-            truncation=args.prm_truncation,
-            window_overlap=args.prm_window_overlap,
-            system_prompt=args.prm_system_prompt,
-            step_tag=args.prm_step_tag,
-            good_token=args.prm_good_token,
-            bad_token=args.prm_bad_token,
+            **_scorer_options(args, state.num_processes),
+            device=device or state.device,
+            check=False,
         )
     outcome = OutcomeReward(
         require_closed_thinking=args.outcome_require_closed_thinking,
@@ -110,6 +134,7 @@ def build_reward(
         alpha=args.prm_alpha,
         num_generations=num_generations,
         problem_column=args.problem_column,
+        on_failure=args.prm_on_failure,
     )
 
 
@@ -140,6 +165,7 @@ def build_reward_funcs(
     reward = build_reward(args, num_generations, device)
     if args.reward_mode == "mixed":
         return [reward], None
+    reward.prm.beta = args.prm_beta  # logged as reasonflux/beta; TRL applies it through reward_weights
     return [reward.outcome, reward.prm], [1.0 - args.prm_beta, args.prm_beta]
 
 
@@ -159,7 +185,8 @@ def reward_arguments_from_env(environ: dict[str, str] | None = None) -> RewardAr
     for f in dataclasses.fields(RewardArguments):
         value = environ.get(ENV_PREFIX + f.name.upper())
         if value is not None:
-            argv += [f"--{f.name}", value]
+            # A list (prm_server_urls) is written comma- or space-separated in one variable.
+            argv += [f"--{f.name}", *(value.replace(",", " ").split() if "list" in str(f.type) else [value])]
     (args,) = HfArgumentParser(RewardArguments).parse_args_into_dataclasses(args=argv)
     return args
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import PADDING_SIDES, PaddingSide, build_batch, length_buckets
 from .format import PARTS, Parts
@@ -90,6 +92,40 @@ def resolve_attention(attn_implementation: str | None, device: torch.device, dty
     return "sdpa"
 
 
+@contextmanager
+def without_zero3_partitioning() -> Iterator[None]:
+    """Load whole weights even when the trainer has set up DeepSpeed ZeRO-3.
+
+    Under ZeRO-3, transformers loads every model through ``deepspeed.zero.Init``, which leaves each rank a shard of
+    each weight; a PRM replica that scores on its own (outside DeepSpeed's engine) would then see empty tensors.
+
+    Example:
+    ```python
+    >>> from transformers.integrations import HfDeepSpeedConfig, is_deepspeed_zero3_enabled
+    >>> from reasonflux_rl.prm.engine import without_zero3_partitioning
+    >>> ds = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    >>> with without_zero3_partitioning():
+    ...     inside = is_deepspeed_zero3_enabled()
+    >>> inside, is_deepspeed_zero3_enabled()
+    (False, True)
+    >>> del ds
+
+    ```
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    reference = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = None if reference is None else reference()
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Where and how a PRM runs: the resolved device, dtype, attention implementation and batch layout."""
@@ -98,6 +134,13 @@ class Runtime:
     dtype: torch.dtype
     attn_implementation: str | None
     packed: bool
+
+    def load(self, model_class: type[PreTrainedModel], path: str | Path) -> PreTrainedModel:
+        """``model_class.from_pretrained(path)`` in this dtype and attention, whole (never ZeRO-3 shards), on the
+        device."""
+        with without_zero3_partitioning():
+            model = model_class.from_pretrained(path, dtype=self.dtype, attn_implementation=self.attn_implementation)
+        return model.to(self.device)
 
 
 def resolve_runtime(
@@ -156,7 +199,8 @@ class PRMScorer(ABC):
 
     Attributes:
         kind: the PRM kind name ([`~reasonflux_rl.prm.inspect.KINDS`]).
-        backbone: the decoder that gives last-layer hidden states ``[batch, seq, hidden]``.
+        backbone: the decoder that gives last-layer hidden states ``[batch, seq, hidden]``; ``None`` for a scorer
+            whose model runs elsewhere (see [`~reasonflux_rl.prm.remote.RemoteStepScorer`]).
         tokenizer: the PRM's own tokenizer (inputs are always re-tokenised with it).
         max_length: the longest row the PRM reads, in tokens.
     """
@@ -165,7 +209,7 @@ class PRMScorer(ABC):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: nn.Module | None,
         tokenizer: PreTrainedTokenizerBase,
         *,
         max_length: int,
@@ -183,7 +227,7 @@ class PRMScorer(ABC):
             raise ValueError(f"padding_side={padding_side!r} is not one of {PADDING_SIDES}")
         if max_length is None or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length}")
-        self.backbone = backbone.eval()
+        self.backbone = None if backbone is None else backbone.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.parts = parts
@@ -202,9 +246,10 @@ class PRMScorer(ABC):
     def read_positions(self, row: list[int]) -> list[int]:
         """Positions of ``row`` whose hidden states the head reads."""
 
-    @abstractmethod
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``[n, hidden]`` last-layer states at read positions -> ``[n]`` probabilities (float32)."""
+        """``[n, hidden]`` last-layer states at read positions -> ``[n]`` probabilities (float32); every kind that
+        runs its model in this process defines it."""
+        raise NotImplementedError(f"{type(self).__name__} runs no model in this process")
 
     @abstractmethod
     def finish(self, encoded: Encoded, outputs: list[list[float]]) -> StepScores:
@@ -212,7 +257,9 @@ class PRMScorer(ABC):
 
     @property
     def device(self) -> torch.device:
-        """Where the backbone's weights are."""
+        """Where the backbone's weights are (the CPU for a scorer without a local backbone)."""
+        if self.backbone is None:
+            return torch.device("cpu")
         return next(self.backbone.parameters()).device
 
     def score(self, problems: Sequence[str], completions: Sequence[str]) -> list[StepScores]:
@@ -221,12 +268,17 @@ class PRMScorer(ABC):
             raise ValueError(f"got {len(problems)} problems but {len(completions)} completions")
         encoded = [self.encode(p, c) for p, c in zip(problems, completions)]
         keys = [(i, j) for i, e in enumerate(encoded) for j in range(len(e.rows))]
-        rows = [encoded[i].rows[j] for i, j in keys]
-        outputs: dict[tuple[int, int], list[float]] = {(i, j): [] for i, j in keys}
+        outputs = dict(zip(keys, self.run_rows([encoded[i].rows[j] for i, j in keys])))
+        return [self.finish(e, [outputs[(i, j)] for j in range(len(e.rows))]) for i, e in enumerate(encoded)]
+
+    def run_rows(self, rows: list[list[int]]) -> list[list[float]]:
+        """The head's probabilities at each row's read positions, in row order: length-sorted token-budget batches
+        through the local backbone (a remote scorer sends the rows to its servers instead)."""
+        outputs: list[list[float]] = [[] for _ in rows]
         for bucket in length_buckets([len(r) for r in rows], self.batch_tokens, self.packed):
             for k, out in zip(bucket, self.forward_rows([rows[k] for k in bucket])):
-                outputs[keys[k]] = out
-        return [self.finish(e, [outputs[(i, j)] for j in range(len(e.rows))]) for i, e in enumerate(encoded)]
+                outputs[k] = out
+        return outputs
 
     @torch.inference_mode()
     def forward_rows(self, rows: list[list[int]]) -> list[list[float]]:

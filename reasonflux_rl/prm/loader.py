@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .combined import WithTrajectoryScore
 from .engine import PRMScorer
 from .inspect import STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
+from .remote import RemoteStepScorer
 from .scorer import StepScorer
 from .token_logit import TokenLogitScorer
 from .value_head import ValueHeadScorer
@@ -28,10 +30,20 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     VALUE_HEAD: COMMON_OPTIONS,
 }
 ALL_OPTIONS = frozenset(name for names in KIND_OPTIONS.values() for name in names)
+# A remote step classifier: what it reads and how it reaches its servers (the model runs there).
+REMOTE_OPTIONS = (
+    "parts", "max_length", "truncation", "batch_tokens", *STEP_OPTIONS, "system_prompt",
+    "server_model", "max_inflight", "request_timeout", "retries", "deadline", "check",
+)
 
 
 def load_scorer(
-    path: str | Path, *, kind: str = "auto", trajectory_prm: str | Path | None = None, **options: Any
+    path: str | Path,
+    *,
+    kind: str = "auto",
+    trajectory_prm: str | Path | None = None,
+    server_urls: Sequence[str] | None = None,
+    **options: Any,
 ) -> PRMScorer | WithTrajectoryScore:
     """Load the PRM in ``path`` as a scorer with ``.score(problems, completions) -> list[StepScores]``.
 
@@ -48,6 +60,11 @@ def load_scorer(
     ``trajectory_prm`` names a second checkpoint, a value head, whose score becomes each result's
     ``trajectory_score`` (see [`~reasonflux_rl.prm.combined.WithTrajectoryScore`]); it gets the runtime options.
 
+    ``server_urls`` scores with a step classifier served by vLLM at those URLs instead of loading its weights here
+    (see [`~reasonflux_rl.prm.remote.RemoteStepScorer`]; ``path`` then needs only the config and tokenizer), with
+    the options ``server_model``, ``max_inflight``, ``request_timeout``, ``retries``, ``deadline`` and ``check``
+    (ignored without ``server_urls``); the runtime options then apply to the trajectory PRM only.
+
     Example:
     ```python
     >>> import tempfile
@@ -60,15 +77,26 @@ def load_scorer(
 
     ```
     """
-    unknown = set(options) - ALL_OPTIONS
+    known = ALL_OPTIONS | set(REMOTE_OPTIONS)
+    unknown = set(options) - known
     if unknown:
-        raise TypeError(f"load_scorer() got unknown options {sorted(unknown)}; known: {sorted(ALL_OPTIONS)}")
-    info = inspect_checkpoint(path, kind=kind)
-    applicable = {name: value for name, value in options.items() if name in KIND_OPTIONS[info.kind]}
-    scorer = SCORERS[info.kind].from_pretrained(path, **applicable)
+        raise TypeError(f"load_scorer() got unknown options {sorted(unknown)}; known: {sorted(known)}")
+    if server_urls:
+        if kind not in ("auto", STEP_CLASSIFIER):
+            raise PRMCheckpointError(
+                f"prm_kind={kind!r} cannot be served remotely: PRM servers (prm_server_urls) score step classifiers"
+            )
+        remote = {name: value for name, value in options.items() if name in REMOTE_OPTIONS}
+        scorer = RemoteStepScorer.from_pretrained(path, server_urls, **remote)
+        is_value_head = False
+    else:
+        info = inspect_checkpoint(path, kind=kind)
+        applicable = {name: value for name, value in options.items() if name in KIND_OPTIONS[info.kind]}
+        scorer = SCORERS[info.kind].from_pretrained(path, **applicable)
+        is_value_head = info.kind == VALUE_HEAD
     if trajectory_prm is None:
         return scorer
-    if info.kind == VALUE_HEAD:
+    if is_value_head:
         raise PRMCheckpointError(f"{path} is a value head already; trajectory_prm adds one to a step kind")
     runtime = {name: value for name, value in options.items() if name in RUNTIME_OPTIONS}
     return WithTrajectoryScore(scorer, ValueHeadScorer.from_pretrained(trajectory_prm, **runtime))

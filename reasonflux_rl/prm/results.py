@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -50,3 +52,13 @@ class StepScores:
         if self.num_steps:
             return self.dropped_steps / self.num_steps
         return self.dropped_tokens / self.num_tokens if self.num_tokens else 0.0
+
+
+class Scorer(Protocol):
+    """What every PRM scorer offers, local or remote: ``score(problems, completions)`` in input order."""
+
+    kind: str
+
+    def score(self, problems: Sequence[str], completions: Sequence[str]) -> list[StepScores]:
+        """One [`StepScores`] per (problem, completion) pair."""
+        ...

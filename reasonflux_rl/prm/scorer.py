@@ -111,9 +111,7 @@ class StepScorer(StepTagScorer):
                 "reasonflux_rl.prm.load_scorer"
             )
         runtime = resolve_runtime(device, dtype, attn_implementation, packed)
-        model = Qwen2ForProcessRewardModel.from_pretrained(
-            path, dtype=runtime.dtype, attn_implementation=runtime.attn_implementation
-        ).to(runtime.device)
+        model = runtime.load(Qwen2ForProcessRewardModel, path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, packed=runtime.packed, **kwargs)
 

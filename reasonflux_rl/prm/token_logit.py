@@ -128,9 +128,7 @@ class TokenLogitScorer(StepTagScorer):
         """
         inspect_checkpoint(path, kind=TOKEN_LOGIT)
         runtime = resolve_runtime(device, dtype, attn_implementation, packed)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=runtime.dtype, attn_implementation=runtime.attn_implementation
-        ).to(runtime.device)
+        model = runtime.load(AutoModelForCausalLM, path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, packed=runtime.packed, **kwargs)
 

@@ -112,9 +112,7 @@ class ValueHeadScorer(PRMScorer):
         """
         info = inspect_checkpoint(path, kind=VALUE_HEAD)
         runtime = resolve_runtime(device, dtype, attn_implementation, packed)
-        backbone = AutoModel.from_pretrained(
-            path, dtype=runtime.dtype, attn_implementation=runtime.attn_implementation
-        ).to(runtime.device)
+        backbone = runtime.load(AutoModel, path)
         state = torch.load(Path(path) / REWARD_HEAD_FILE, map_location="cpu", weights_only=True)
         head = nn.Linear(info.hidden_size, 1, bias="bias" in state)
         try:
