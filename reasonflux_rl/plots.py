@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .io import atomic_output
 
 INSTALL_HINT = 'the figures need matplotlib: pip install "reasonflux-rl[plots]" (or pass --no-plot)'
 _METHOD_STYLE = {
@@ -44,8 +45,6 @@ def _figure_class() -> Any:
 
 
 def _save(figure: Any, path: str | Path) -> Path:
-    from .select import atomic_output
-
     with atomic_output(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
     return Path(path)
