@@ -6,14 +6,16 @@ method looks at the *same first N candidates* of each problem, and its pick is j
 (math-verify against the reference answer, [`reasonflux_rl.outcome.OutcomeReward`]):
 
 - ``prm``: the candidate with the highest aggregated PRM score; ties go to the earliest candidate, and a candidate
-  the PRM could not score ranks below every scored one.
+  the PRM could not score (no step scored, or a non-finite score) ranks below every scored one.
 - ``majority``: candidates are grouped by their final answer (see [`answer_key`]); the largest group wins, ties go to
   the group whose first member comes first; its first member is the pick. Candidates without an answer do not vote.
 - ``random``: the *expected* accuracy of a uniformly random pick, i.e. the mean correctness of the first N, computed
   exactly rather than from one seeded draw: no sampling noise, nothing to seed.
 - ``oracle``: 1 when any of the first N is correct (pass@N of these candidates), the ceiling of any picker.
 
-At N = 1 all four methods are the first candidate's correctness.
+At N = 1 all four methods are the first candidate's correctness. Candidates past the largest N evaluated are cut
+before judging and scoring. PRM scores are cached beside the output as they are computed
+([`reasonflux_rl.store.ScoreStore`]), so an interrupted run resumes without rescoring.
 """
 
 from __future__ import annotations
@@ -21,29 +23,29 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .select import (
-    BadRow,
+from .io import write_json, write_rows
+from .prm.cli_options import add_prm_arguments, prm_settings, scorer_from_args
+from .rows import (
     Pair,
-    Scorer,
-    _add_prm_arguments,
-    _handle_bad_rows,
-    _LazyScorer,
-    _text,
+    add_input_arguments,
     check_columns,
     describe_bad_rows,
+    handle_bad_rows,
+    integer_or_text_field,
     load_rows,
-    score_pairs,
-    write_json,
-    write_rows,
+    text_field,
 )
-from .trajectory import THINK_OPEN, split_trajectory
+from .scoring import fingerprint, record_reward, score_pairs
+from .store import ScoreStore
+from .trajectory import THINK_OPEN, prompt_text, split_trajectory
 
 NS: tuple[int, ...] = (1, 2, 4, 8, 16)
 METHODS: tuple[str, ...] = ("prm", "majority", "random", "oracle")
@@ -72,14 +74,6 @@ class Problem:
 # ----------------------------------------------------------------------------------------------- rows
 
 
-def _answer(row: Mapping, name: str, reasons: list[str]) -> str | None:
-    # Integer reference answers (AIME's) are unambiguous, so they are read as their decimal string.
-    value = row.get(name)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _text(row, name, reasons)
-
-
 def _candidates(row: Mapping, name: str, reasons: list[str]) -> list[str] | None:
     value = row.get(name)
     if value is None:
@@ -99,8 +93,8 @@ def _candidates(row: Mapping, name: str, reasons: list[str]) -> list[str] | None
     return None if reasons else list(value)
 
 
-def problem_from_row(index: int, row: Mapping, fields: Mapping[str, str | None]) -> Problem | BadRow:
-    """The [`Problem`] of an input row, or a [`BadRow`] naming every problem with it.
+def problem_from_row(index: int, row: Mapping, fields: Mapping[str, str | None]) -> Problem | str:
+    """The [`Problem`] of an input row, or why it gives none (every problem with it).
 
     ``fields`` maps ``problem``, ``answer`` and ``candidates`` to the row's field names; ``candidates=None`` (the
     candidates will be generated) gives a problem without candidates.
@@ -112,43 +106,19 @@ def problem_from_row(index: int, row: Mapping, fields: Mapping[str, str | None])
     >>> problem_from_row(0, {"problem": "1+1?", "solution": 2, "candidates": ["2"]}, fields)
     Problem(row=0, problem='1+1?', answer='2', candidates=['2'])
     >>> print(problem_from_row(1, {"problem": "1+1?", "candidates": ["2", 3, " "]}, fields))
-    row 1: missing 'solution'; candidate 1 of 'candidates' is a int, not a string; candidate 2 of 'candidates' is empty
+    missing 'solution'; candidate 1 of 'candidates' is a int, not a string; candidate 2 of 'candidates' is empty
 
     ```
     """
     reasons: list[str] = []
-    problem = _text(row, fields["problem"], reasons)
-    answer = _answer(row, fields["answer"], reasons)
+    problem = text_field(row, fields["problem"], reasons, chat=prompt_text)
+    answer = integer_or_text_field(row, fields["answer"], reasons)
     candidates: list[str] | None = []
     if fields.get("candidates") is not None:
         candidates = _candidates(row, fields["candidates"], reasons)
     if reasons:
-        return BadRow(index, "; ".join(reasons))
+        return "; ".join(reasons)
     return Problem(index, problem, answer, candidates)  # type: ignore[arg-type]
-
-
-def extract_problems(
-    rows: Sequence[Mapping | None], fields: Mapping[str, str | None]
-) -> tuple[list[Problem], list[BadRow]]:
-    """Split rows into problems and bad rows (``None`` rows were reported by the reader already).
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.bon import extract_problems
-    >>> fields = {"problem": "problem", "answer": "solution", "candidates": None}
-    >>> problems, bad = extract_problems([{"problem": "1+1?", "solution": "2"}, {"problem": ""}], fields)
-    >>> [p.row for p in problems], [str(b) for b in bad]
-    ([0], ["row 1: 'problem' is empty; missing 'solution'"])
-
-    ```
-    """
-    problems: list[Problem] = []
-    bad: list[BadRow] = []
-    for index, row in enumerate(rows):
-        if row is not None:
-            result = problem_from_row(index, row, fields)
-            (bad if isinstance(result, BadRow) else problems).append(result)  # type: ignore[arg-type]
-    return problems, bad
 
 
 # ----------------------------------------------------------------------------------------------- the methods
@@ -326,11 +296,28 @@ def usable_ns(counts: Sequence[int], ns: Sequence[int] = NS) -> list[int]:
 # ----------------------------------------------------------------------------------------------- judging and scoring
 
 
-def judge(problems: Sequence[Problem], reward: Any) -> tuple[list[list[float]], list[BadRow]]:
-    """Outcome (1.0/0.0) of every candidate, by ``reward.score(completions, golds)`` (an ``OutcomeReward``).
+def unparseable_answers(problems: Sequence[Problem], reward: Any) -> list[Problem]:
+    """The problems whose reference answer math-verify cannot parse: the outcome reward (``reward.score``, an
+    ``OutcomeReward``) gives them ``None`` whatever the completion, so an empty one finds them before any candidate
+    is generated, cut or judged.
 
-    A problem whose reference answer math-verify cannot parse (the reward gives ``None``) is returned as a bad row
-    and gets no outcomes; the outcomes are in the order of the problems that remain.
+    Example:
+    ```python
+    >>> from reasonflux_rl.bon import Problem, unparseable_answers
+    >>> from reasonflux_rl.outcome import OutcomeReward
+    >>> with OutcomeReward(num_workers=1) as reward:
+    ...     [p.row for p in unparseable_answers([Problem(0, "1+1?", "2", []), Problem(1, "?", "hello", [])], reward)]
+    [1]
+
+    ```
+    """
+    outcomes = reward.score([""] * len(problems), [p.answer for p in problems])
+    return [problem for problem, outcome in zip(problems, outcomes) if outcome is None]
+
+
+def judge(problems: Sequence[Problem], reward: Any) -> list[list[float]]:
+    """Outcome (1.0/0.0) of every candidate, by ``reward.score(completions, golds)``; every reference answer must
+    parse (see [`unparseable_answers`]).
 
     Example:
     ```python
@@ -339,59 +326,37 @@ def judge(problems: Sequence[Problem], reward: Any) -> tuple[list[list[float]], 
     >>> problems = [Problem(0, "1+1?", "2", ["</think>\\n\\\\boxed{2}", "</think>\\n\\\\boxed{3}"])]
     >>> with OutcomeReward(num_workers=1) as reward:
     ...     judge(problems, reward)
-    ([[1.0, 0.0]], [])
+    [[1.0, 0.0]]
 
     ```
     """
-    completions = [c for p in problems for c in p.candidates]
-    golds = [p.answer for p in problems for _ in p.candidates]
-    flat = reward.score(completions, golds)
-    outcomes: list[list[float]] = []
-    bad: list[BadRow] = []
-    start = 0
+    flat = reward.score([c for p in problems for c in p.candidates], [p.answer for p in problems for _ in p.candidates])
+    if any(outcome is None for outcome in flat):
+        raise RuntimeError("a reference answer did not parse; check them with unparseable_answers first")
+    outcomes, start = [], 0
     for problem in problems:
-        scores = flat[start : start + len(problem.candidates)]
+        outcomes.append([float(o) for o in flat[start : start + len(problem.candidates)]])
         start += len(problem.candidates)
-        if any(s is None for s in scores):
-            bad.append(BadRow(problem.row, f"math-verify cannot parse the reference answer {problem.answer!r:.60}"))
-        else:
-            outcomes.append([float(s) for s in scores])
-    return outcomes, bad
+    return outcomes
 
 
-def prm_scores(
-    problems: Sequence[Problem],
-    scorer: Scorer,
-    aggregation: str = "mean",
-    *,
-    chunk_size: int = 256,
-    progress: bool = False,
-) -> list[list[float | None]]:
-    """The aggregated PRM score of every candidate (``None`` where the PRM scored no step).
+def candidate_pairs(problems: Sequence[Problem]) -> list[list[Pair]]:
+    """Each problem's candidates as scorer pairs, numbered through all problems (the rows of the PRM score cache).
 
     Example:
     ```python
-    >>> from reasonflux_rl.bon import Problem, prm_scores
-    >>> from reasonflux_rl.prm.scorer import StepScores
-    >>> class Fake:
-    ...     def score(self, problems, completions):
-    ...         return [StepScores([0.5, len(c) / 10]) for c in completions]
-    >>> prm_scores([Problem(0, "1+1?", "2", ["2", "so 2"])], Fake())
-    [[0.3, 0.45]]
+    >>> from reasonflux_rl.bon import Problem, candidate_pairs
+    >>> grouped = candidate_pairs([Problem(0, "1+1?", "2", ["2", "3"]), Problem(4, "2+2?", "4", ["4"])])
+    >>> [[(p.row, p.problem, p.completion) for p in group] for group in grouped]
+    [[(0, '1+1?', '2'), (1, '1+1?', '3')], [(2, '2+2?', '4')]]
 
     ```
     """
-    pairs, start = [], 0
+    grouped, start = [], 0
     for problem in problems:
-        pairs += [Pair(start + j, problem.problem, c) for j, c in enumerate(problem.candidates)]
+        grouped.append([Pair(start + j, problem.problem, c) for j, c in enumerate(problem.candidates)])
         start += len(problem.candidates)
-    records = score_pairs(pairs, scorer, chunk_size=chunk_size, progress=progress)
-    flat = [records[pair.row].score(aggregation) for pair in pairs]
-    out, start = [], 0
-    for problem in problems:
-        out.append(flat[start : start + len(problem.candidates)])
-        start += len(problem.candidates)
-    return out
+    return grouped
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -548,21 +513,18 @@ def make_parser() -> argparse.ArgumentParser:
         prog="reasonflux-rl bon",
         description="Best-of-N accuracy of PRM-picked answers against majority vote, random pick and oracle.",
     )
-    parser.add_argument("--input", required=True, help=".jsonl/.json/.parquet file, save_to_disk dir or hub name")
-    parser.add_argument("--config", default=None, help="hub dataset config name")
-    parser.add_argument("--split", default="train")
+    add_input_arguments(parser)
     parser.add_argument("--output", required=True, help="the JSON table (a .json file)")
+    parser.add_argument("--cache", default=None, help="PRM score cache (default: the output with .prm-cache.jsonl)")
     parser.add_argument("--plot", default=None, help="PNG figure (default: the output with .png)")
     parser.add_argument("--no-plot", action="store_true", help="write no figure (matplotlib not needed)")
     parser.add_argument("--ns", default="1,2,4,8,16", help="candidate counts to evaluate, up to those available")
-    parser.add_argument("--problem-field", default="problem")
+    parser.add_argument("--problem-field", default="problem", help="the problem: a string or chat messages")
     parser.add_argument("--answer-field", default="solution", help="reference answer")
     parser.add_argument("--candidates-field", default="candidates", help="list of completions per problem")
-    parser.add_argument("--on-bad-row", default="error", choices=("error", "skip"))
     parser.add_argument("--thinking-prefilled", action="store_true", help="input candidates lack the opening <think>")
     parser.add_argument("--workers", type=int, default=None, help="outcome verification processes (default: cores)")
     parser.add_argument("--timeout-seconds", type=float, default=5.0, help="per-candidate verification limit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     generation = parser.add_argument_group("generation (instead of --candidates-field)")
     generation.add_argument("--policy", default=None, help="local policy checkpoint to sample candidates from")
     generation.add_argument("--n", type=int, default=16, help="candidates per problem")
@@ -572,7 +534,7 @@ def make_parser() -> argparse.ArgumentParser:
     generation.add_argument("--top-p", type=float, default=0.95)
     generation.add_argument("--seed", type=int, default=0)
     generation.add_argument("--candidates-out", default=None, help="default: <output>.candidates.jsonl")
-    _add_prm_arguments(parser)
+    add_prm_arguments(parser)
     return parser
 
 
@@ -640,51 +602,64 @@ def main(argv: Sequence[str]) -> None:
     args = make_parser().parse_args(list(argv))
     ns = _parse_ns(args.ns)
     output, plot = _check_paths(args)
+    settings = prm_settings(args)
     generating = args.policy is not None
     if generating:
         resolve_backend(args.backend)
     fields = {"problem": args.problem_field, "answer": args.answer_field}
     fields["candidates"] = None if generating else args.candidates_field
 
-    rows, bad = load_rows(args.input, args.config, args.split)
-    check_columns(rows, [f for f in fields.values() if f is not None])
-    problems, bad_fields = extract_problems(rows, fields)
-    bad = sorted(bad + bad_fields, key=lambda b: b.row)
-    _handle_bad_rows(bad, args.on_bad_row, "before judging", "bon")
-    candidates_path = None
-    if generating:
-        problems, candidates_path = _with_generated(problems, args, output)
+    table = load_rows(args.input, args.config, args.split)
+    check_columns(table.rows, [f for f in fields.values() if f is not None])
+    problems, bad = table.split(lambda index, row: problem_from_row(index, row, fields))
+    handle_bad_rows(bad, args.on_bad_row, "before judging", "bon")
 
     from .outcome import OutcomeReward
 
     with OutcomeReward(
         num_workers=args.workers, timeout_seconds=args.timeout_seconds, thinking_prefilled=args.thinking_prefilled
     ) as reward:
-        correct, unparseable = judge(problems, reward)
-    _handle_bad_rows(unparseable, args.on_bad_row, "after judging", "bon")
-    skipped = {b.row for b in unparseable}
-    problems = [p for p in problems if p.row not in skipped]
-    bad = sorted(bad + unparseable, key=lambda b: b.row)
-    if not problems:
-        raise ConfigError(f"no problem left to evaluate ({describe_bad_rows(bad)})")
-    used = usable_ns([len(p.candidates) for p in problems], ns)
-    if not used:
-        fewest = min(len(p.candidates) for p in problems)
-        raise ConfigError(f"--ns={args.ns}: some problem has only {fewest} candidates")
+        unparseable = [
+            table.bad_row(p.row, f"math-verify cannot parse the reference answer {p.answer!r:.60}")
+            for p in unparseable_answers(problems, reward)
+        ]
+        handle_bad_rows(unparseable, args.on_bad_row, "before judging", "bon")
+        skipped = {b.row for b in unparseable}
+        problems = [p for p in problems if p.row not in skipped]
+        bad = sorted(bad + unparseable, key=lambda b: b.row)
+        if not problems:
+            raise ConfigError(f"no problem left to evaluate ({describe_bad_rows(bad)})")
+        candidates_path = None
+        if generating:
+            problems, candidates_path = _with_generated(problems, args, output)
+        used = usable_ns([len(p.candidates) for p in problems], ns)
+        if not used:
+            fewest = min(len(p.candidates) for p in problems)
+            raise ConfigError(f"--ns={args.ns}: some problem has only {fewest} candidates")
+        # No method looks past the largest N evaluated: the candidates beyond it are neither judged nor scored.
+        problems = [replace(p, candidates=p.candidates[: used[-1]]) for p in problems]
+        correct = judge(problems, reward)
 
-    progress = not args.no_progress
-    scores = prm_scores(problems, _LazyScorer(args), args.aggregation, chunk_size=args.chunk_size, progress=progress)
+    grouped = candidate_pairs(problems)
+    pairs = [pair for group in grouped for pair in group]
+    store = ScoreStore(Path(args.cache) if args.cache else output.with_suffix(".prm-cache.jsonl"), settings,
+                       fingerprint(pairs))
+    records = score_pairs(pairs, lambda: scorer_from_args(args), store, chunk_size=args.chunk_size,
+                          progress=not args.no_progress)
+    scores = [[record_reward(records[p.row], args.aggregation, args.alpha) for p in group] for group in grouped]
+    unscored = sum(s is None for row in scores for s in row)
     keys = [[answer_key(c, args.thinking_prefilled) for c in p.candidates] for p in problems]
-    table = best_of_n(correct, scores, keys, used)
+    table_rows = best_of_n(correct, scores, keys, used)
     result = {
-        "table": table,
+        "table": table_rows,
         "ns": used,
         "ns_skipped": [n for n in ns if n not in used],
         "problems": len(problems),
-        "rows": len(rows),
+        "rows": len(table.rows),
         "bad_rows": [asdict(b) for b in bad],
+        "unscored_candidates": unscored,
         "methods": {
-            "prm": f"argmax of the {args.aggregation} PRM score among the first n (ties: earliest)",
+            "prm": f"argmax of the {args.aggregation} PRM score among the first n (ties: earliest; unscored: last)",
             "majority": "largest group of equal final answers among the first n (ties: earliest group)",
             "random": "expected accuracy of a uniform pick among the first n (exact mean, no sampling)",
             "oracle": "any of the first n correct",
@@ -694,6 +669,8 @@ def main(argv: Sequence[str]) -> None:
         "candidates": None if candidates_path is None else str(candidates_path),
         "prm": args.prm,
         "aggregation": args.aggregation,
+        "alpha": args.alpha,
+        "cache": str(store.path),
         "per_problem": [
             {"row": p.row, "correct": c, "prm_scores": s, "answers": k}
             for p, c, s, k in zip(problems, correct, scores, keys)
@@ -704,7 +681,9 @@ def main(argv: Sequence[str]) -> None:
         from .plots import bon_accuracy
 
         title = f"Best-of-N on {len(problems)} problems ({Path(args.prm).name}, {args.aggregation})"
-        bon_accuracy(table, plot, title=title)
-    for row in table:
+        bon_accuracy(table_rows, plot, title=title)
+    if unscored:
+        print(f"reasonflux-rl bon: the PRM gave {unscored} candidates no finite score; they rank last", file=sys.stderr)
+    for row in table_rows:
         print(f"n={row['n']:<2} " + "  ".join(f"{m} {row[m]:.3f}" for m in METHODS))
     print(f"table: {output}" + (f"\nfigure: {plot}" if plot else ""))

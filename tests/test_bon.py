@@ -4,9 +4,10 @@ import importlib.util
 import json
 
 import pytest
+from jsonl_helpers import write_jsonl
 from PIL import Image
 
-from reasonflux_rl import select
+from reasonflux_rl import bon
 from reasonflux_rl.bon import best_of_n, main, resolve_backend
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.scorer import StepScores
@@ -32,46 +33,75 @@ def test_best_of_n_arithmetic_matches_hand_computation():
 
 
 # Candidates with known PRM scores (the fake PRM reads the score after "%%") and real answers for the real judge.
+# Built so that at N=4 the PRM pick, majority vote, random pick and always-the-first-candidate all score differently,
+# and swapping the PRM scores of problems A and B changes the PRM's accuracy.
 HAND_MADE = [
-    {  # row 0, reference 1/2
+    {  # row 0, problem A, reference 1/2
         "problem": "Half of 1?", "solution": "$\\frac{1}{2}$",
         "candidates": [
-            "</think>\n\\boxed{0.4} %%0.9",  # wrong; key 2/5
-            "</think>\n\\boxed{\\dfrac{1}{2}} %%0.95",  # right; key 1/2
-            "</think>\n\\boxed{0.5} %%0.3",  # right; 0.5 votes with 1/2
+            "</think>\n\\boxed{0.4} %%0.3",  # wrong; key 2/5
+            "</think>\n\\boxed{\\dfrac{1}{2}} %%0.9",  # right; key 1/2
+            "</think>\n\\boxed{0.5} %%0.5",  # right; 0.5 votes with 1/2
             "</think>\n\\boxed{\\frac12} %%0.2",  # right; key 1/2
         ],
     },
-    {"problem": "2+2?", "solution": "hello world", "candidates": ["</think>\n\\boxed{4} %%0.5"]},  # row 1: bad gold
-    {  # row 2, reference 6
+    # row 1: a reference math-verify cannot parse; its single candidate must not cut the others to N=1.
+    {"problem": "2+2?", "solution": "hello world", "candidates": ["</think>\n\\boxed{4} %%0.5"]},
+    {  # row 2, problem B, reference 6
         "problem": "3+3?", "solution": "6",
         "candidates": [
-            "<think>\nAdd.\n</think>\n\n\\boxed{6} %%0.1",  # right
-            "</think>\n\\boxed{5} %%0.8",  # wrong
-            "<think>\nNever closed, \\boxed{6} %%0.99",  # wrong: the thinking is cut; no vote
-            "</think>\n\\boxed{5} %%0.4",  # wrong
+            "<think>\nAdd.\n</think>\n\n\\boxed{6} %%0.95",  # right
+            "</think>\n\\boxed{5} %%0.6",  # wrong
+            "<think>\nNever closed, \\boxed{6} %%0.7",  # wrong: the thinking is cut; no vote
+            "</think>\n\\boxed{5} %%0.1",  # wrong
         ],
     },
     {"problem": "1+1?", "solution": "2", "candidates": ["</think>\n\\boxed{2}", 7]},  # row 3: non-string candidate
     {"problem": "1+1?", "candidates": ["</think>\n\\boxed{2}"]},  # row 4: no reference
     {"problem": "1+1?", "solution": "2", "candidates": []},  # row 5: no candidates
+    {  # row 6, problem C, reference 10 (an integer); candidates past N=4 are never judged nor scored
+        "problem": "5+5?", "solution": 10,
+        "candidates": [
+            "</think>\n\\boxed{7} %%0.6",  # wrong
+            "</think>\n\\boxed{10} %%0.2",  # right
+            "</think>\n\\boxed{\\frac{20}{2}} %%0.85",  # right; votes with 10
+            "</think>\n\\boxed{8} %%0.5",  # wrong
+            "</think>\n\\boxed{7} %%0.99",  # cut
+            "</think>\n\\boxed{7} %%0.98",  # cut
+        ],
+    },
 ]
-# Row 0: n=1 -> 0. n=2 -> prm 1 (0.95), majority tie 2/5 vs 1/2 -> candidate 0 -> 0, random 1/2, oracle 1.
-#        n=4 -> prm 1, majority 1/2 x3 -> candidate 1 -> 1, random 3/4, oracle 1.
-# Row 2: n=1 -> 1. n=2 -> prm candidate 1 -> 0, majority tie -> candidate 0 -> 1, random 1/2, oracle 1.
-#        n=4 -> prm candidate 2 (0.99) -> 0, majority 5 x2 -> candidate 1 -> 0, random 1/4, oracle 1.
+# N=1: every method takes candidate 0: A 0, B 1, C 0.
+# N=2: A: prm 1 (0.9), majority 2/5-1/2 tie -> candidate 0 -> 0. B: prm 0 (0.95) -> 1, majority tie -> 1.
+#      C: prm 0 (0.6) -> 0, majority tie -> 0. Random 1/2 each; oracle 1 each.
+# N=4: A: prm 1 -> 1, majority 1/2 x3 -> candidate 1 -> 1, random 3/4. B: prm 0 -> 1, majority 5 x2 -> candidate 1
+#      -> 0, random 1/4. C: prm 2 (0.85) -> 1, majority 10 x2 -> candidate 1 -> 1, random 2/4. Oracle 1 each.
 HAND_TABLE = [
-    {"n": 1, "prm": 0.5, "majority": 0.5, "random": 0.5, "oracle": 0.5},
-    {"n": 2, "prm": 0.5, "majority": 0.5, "random": 0.5, "oracle": 1.0},
-    {"n": 4, "prm": 0.5, "majority": 0.5, "random": 0.5, "oracle": 1.0},
+    {"n": 1, "prm": 1 / 3, "majority": 1 / 3, "random": 1 / 3, "oracle": 1 / 3},
+    {"n": 2, "prm": 2 / 3, "majority": 1 / 3, "random": 1 / 2, "oracle": 1.0},
+    {"n": 4, "prm": 1.0, "majority": 2 / 3, "random": 1 / 2, "oracle": 1.0},
 ]
+HAND_SCORES = [[0.3, 0.9, 0.5, 0.2], [0.95, 0.6, 0.7, 0.1], [0.6, 0.2, 0.85, 0.5]]
+HAND_CORRECT = [[0, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 0]]
+
+
+def test_the_hand_made_table_tells_the_methods_apart():
+    first_candidate = HAND_TABLE[0]["prm"]
+    at_4 = [HAND_TABLE[2][m] for m in ("prm", "majority", "random")] + [first_candidate]
+    assert len(set(at_4)) == 4
+    keys = [["2/5", "1/2", "1/2", "1/2"], ["6", "5", None, "5"], ["7", "10", "10", "8"]]
+    swapped = [HAND_SCORES[1], HAND_SCORES[0], HAND_SCORES[2]]
+    assert best_of_n(HAND_CORRECT, swapped, keys, ns=[4])[0]["prm"] != HAND_TABLE[2]["prm"]
 
 
 class KnownScores:
-    def __init__(self):
-        self.completions = []
+    def __init__(self, crash_on=None):
+        self.completions, self.calls, self.crash_on = [], 0, crash_on
 
     def score(self, problems, completions):
+        self.calls += 1
+        if self.calls == self.crash_on:
+            raise KeyboardInterrupt("killed")
         self.completions += completions
         return [StepScores([float(c.rsplit("%%", 1)[1])], num_steps=1) for c in completions]
 
@@ -79,34 +109,55 @@ class KnownScores:
 @pytest.fixture
 def known(monkeypatch):
     scorer = KnownScores()
-    monkeypatch.setattr(select, "_load_scorer", lambda args: scorer)
+    monkeypatch.setattr(bon, "scorer_from_args", lambda args: scorer)
     return scorer
 
 
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+def run_bon(data, out, *extra):
+    main(["--input", str(data), "--prm", "fake", "--output", str(out), "--ns", "1,2,4,8", "--workers", "1",
+          "--on-bad-row", "skip", *extra])
+    return json.loads(out.read_text())
 
 
 def test_bon_with_the_real_judge_matches_hand_computation(known, tmp_path, capsys):
     data = write_jsonl(tmp_path / "bon.jsonl", HAND_MADE)
-    out = tmp_path / "bon.json"
-    main(["--input", str(data), "--prm", "fake", "--output", str(out), "--ns", "1,2,4,8",
-          "--workers", "1", "--on-bad-row", "skip"])
-    result = json.loads(out.read_text())
+    result = run_bon(data, tmp_path / "bon.json")
     assert result["table"] == [pytest.approx(row) for row in HAND_TABLE]
     assert result["ns"] == [1, 2, 4] and result["ns_skipped"] == [8]
     assert [b["row"] for b in result["bad_rows"]] == [1, 3, 4, 5]
     assert "cannot parse the reference answer 'hello world'" in result["bad_rows"][0]["reason"]
-    assert result["rows"] == 6 == result["problems"] + len(result["bad_rows"])
-    assert [p["correct"] for p in result["per_problem"]] == [[0, 1, 1, 1], [1, 0, 0, 0]]
-    assert result["per_problem"][0]["answers"] == ["2/5", "1/2", "1/2", "1/2"]
-    assert result["per_problem"][1]["answers"] == ["6", "5", None, "5"]
-    assert len(known.completions) == 8  # the PRM scored only the good problems' candidates
+    assert result["bad_rows"][0]["line"] == 2
+    assert result["rows"] == 7 == result["problems"] + len(result["bad_rows"])
+    assert [p["row"] for p in result["per_problem"]] == [0, 2, 6]
+    assert [p["prm_scores"] for p in result["per_problem"]] == HAND_SCORES
+    assert [p["correct"] for p in result["per_problem"]] == HAND_CORRECT
+    assert [p["answers"] for p in result["per_problem"]] == [
+        ["2/5", "1/2", "1/2", "1/2"], ["6", "5", None, "5"], ["7", "10", "10", "8"]
+    ]
+    # The PRM scored the good problems' first four candidates, nothing else.
+    assert known.completions == [c for i in (0, 2, 6) for c in HAND_MADE[i]["candidates"][:4]]
     assert "skipping 3 bad rows" in capsys.readouterr().err
     png = tmp_path / "bon.png"
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size[0] > 400
+
+
+def test_bon_resumes_from_its_prm_cache_without_rescoring(monkeypatch, tmp_path):
+    data = write_jsonl(tmp_path / "bon.jsonl", HAND_MADE)
+    crashing = KnownScores(crash_on=2)
+    monkeypatch.setattr(bon, "scorer_from_args", lambda args: crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    assert len(crashing.completions) == 5 and not (tmp_path / "bon.json").exists()
+
+    resumed = KnownScores()
+    monkeypatch.setattr(bon, "scorer_from_args", lambda args: resumed)
+    result = run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    assert crashing.completions + resumed.completions == [c for i in (0, 2, 6) for c in HAND_MADE[i]["candidates"][:4]]
+    assert result["table"] == [pytest.approx(row) for row in HAND_TABLE]
+    assert [p["prm_scores"] for p in result["per_problem"]] == HAND_SCORES
+    with pytest.raises(ConfigError, match=r"other settings \(parts: 'both' then, 'response' now\)"):
+        run_bon(data, tmp_path / "bon.json", "--parts", "response", "--no-plot")
 
 
 def test_bad_rows_stop_bon_before_judging_with_their_row_numbers(known, tmp_path):
@@ -114,8 +165,8 @@ def test_bad_rows_stop_bon_before_judging_with_their_row_numbers(known, tmp_path
     with pytest.raises(ConfigError) as error:
         main(["--input", str(data), "--prm", "fake", "--output", str(tmp_path / "b.json"), "--no-plot"])
     assert str(error.value).startswith(
-        "3 bad rows: row 3: candidate 1 of 'candidates' is a int, not a string | row 4: missing 'solution' | "
-        "row 5: 'candidates' is an empty list"
+        "3 bad rows: row 3 (line 4): candidate 1 of 'candidates' is a int, not a string | "
+        "row 4 (line 5): missing 'solution' | row 5 (line 6): 'candidates' is an empty list"
     )
     assert known.completions == [] and not (tmp_path / "b.json").exists()
 
