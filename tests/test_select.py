@@ -5,13 +5,15 @@ import random
 import sys
 
 import pytest
+from jsonl_helpers import read_jsonl, write_jsonl
 from PIL import Image
 
 from reasonflux_rl import select
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.overlap import overlap_coefficient, source_overlap
 from reasonflux_rl.prm.aggregate import aggregate
 from reasonflux_rl.prm.scorer import StepScorer, StepScores
-from reasonflux_rl.select import main, overlap_coefficient, select_top, source_overlap
+from reasonflux_rl.select import main, select_top
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,17 +41,8 @@ class FakeScorer:
 @pytest.fixture
 def fake(monkeypatch):
     scorer = FakeScorer()
-    monkeypatch.setattr(select, "_load_scorer", lambda args: scorer)
+    monkeypatch.setattr(select, "scorer_from_args", lambda args: scorer)
     return scorer
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def run(tmp_path, input_path, *extra, output="sel.jsonl"):
@@ -189,32 +182,33 @@ def test_resume_after_a_crash_gives_the_uninterrupted_output(tiny_models, tmp_pa
     args = ["--input", str(data), "--prm", str(tiny_models.prm), "--top-k", "6", "--chunk-size", "3", "--no-plot"]
 
     clean_dir, crash_dir = tmp_path / "clean", tmp_path / "crash"
-    monkeypatch.setattr(select, "_load_scorer", lambda a: CrashingScorer(real))
+    monkeypatch.setattr(select, "scorer_from_args", lambda a: CrashingScorer(real))
     main(args + ["--output", str(clean_dir / "sel.jsonl")])
 
     crashing = CrashingScorer(real, crash_on=3)
-    monkeypatch.setattr(select, "_load_scorer", lambda a: crashing)
+    monkeypatch.setattr(select, "scorer_from_args", lambda a: crashing)
     with pytest.raises(SimulatedCrash):
         main(args + ["--output", str(crash_dir / "sel.jsonl")])
-    assert sorted(p.name for p in crash_dir.iterdir()) == ["sel.prm-cache.jsonl"]  # no output, no temp file
+    # No output, no temporary file: the cache and its settings only.
+    assert sorted(p.name for p in crash_dir.iterdir()) == ["sel.prm-cache.jsonl", "sel.prm-cache.jsonl.meta.json"]
     cache = crash_dir / "sel.prm-cache.jsonl"
-    assert [json.loads(line)["row"] for line in cache.read_text().splitlines()[1:]] == [0, 1, 2, 3, 4, 5]
+    assert [json.loads(line)["index"] for line in cache.read_text().splitlines()] == [0, 1, 2, 3, 4, 5]
     with open(cache, "a") as handle:
-        handle.write('{"row": 6, "step_scores": [0.1')  # killed mid-write
+        handle.write('{"index": 6, "step_scores": [0.1')  # killed mid-write
 
     resumed = CrashingScorer(real)
-    monkeypatch.setattr(select, "_load_scorer", lambda a: resumed)
+    monkeypatch.setattr(select, "scorer_from_args", lambda a: resumed)
     main(args + ["--output", str(crash_dir / "sel.jsonl")])
     assert [c for call in resumed.completions for c in call] == [r["completion"] for r in rows[6:]]
     assert (crash_dir / "sel.jsonl").read_bytes() == (clean_dir / "sel.jsonl").read_bytes()
-    cached_rows = [json.loads(line)["row"] for line in cache.read_text().splitlines()[1:]]
+    cached_rows = [json.loads(line)["index"] for line in cache.read_text().splitlines()]
     assert cached_rows == list(range(11))  # each row once, the torn line gone
 
 
 def test_a_cache_from_other_settings_or_another_input_is_refused(fake, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", [{"problem": "p", "completion": f"s=0.{i}"} for i in range(1, 4)])
     run(tmp_path, data, "--top-k", "1", "--no-plot")
-    with pytest.raises(ConfigError, match=r"other settings \(scorer: .*'parts': 'both'.*'parts': 'thinking'"):
+    with pytest.raises(ConfigError, match=r"written with other settings \(parts: 'both' then, 'thinking' now\)"):
         run(tmp_path, data, "--top-k", "1", "--no-plot", "--parts", "thinking")
     write_jsonl(data, [{"problem": "p", "completion": f"s=0.{i}"} for i in range(2, 5)])
     with pytest.raises(ConfigError, match="an input whose rows have changed"):
@@ -242,10 +236,10 @@ def test_bad_rows_stop_the_run_with_their_row_numbers(fake, tmp_path):
     with pytest.raises(ConfigError) as error:
         run(tmp_path, data, "--top-k", "1", "--source-field", "src", "--no-plot")
     message = str(error.value)
-    assert message.startswith("7 bad rows: row 1: missing 'problem' | row 2: 'completion' is a int")
-    for row in (3, 4, 5, 6, 7):
-        assert f"row {row}: " in message
-    assert "line 5 is not valid JSON" in message and "--on-bad-row skip" in message
+    assert message.startswith("7 bad rows: row 1 (line 2): missing 'problem' | row 2 (line 3): 'completion' is a int")
+    for row, line in ((3, 4), (4, 5), (5, 7), (6, 8), (7, 9)):
+        assert f"row {row} (line {line}): " in message
+    assert "row 4 (line 5): not valid JSON" in message and "--on-bad-row skip" in message
     assert fake.scored == 0
 
 
@@ -329,5 +323,66 @@ def test_parquet_and_saved_dataset_inputs_report_null_values_as_bad_rows(fake, t
     }
     assert selected.features["m"] == table.features["m"]  # the input's column types are kept
     summary = json.loads((tmp_path / "sel_dir.summary.json").read_text())
-    assert summary["bad_rows"] == [{"row": 1, "reason": "missing 'completion'"}]
+    assert summary["bad_rows"] == [{"row": 1, "reason": "missing 'completion'", "line": None}]
     assert sorted(summary["sources"]) == ["1", "3"]  # integer sources become labels
+
+
+def test_a_non_finite_score_is_a_bad_row_never_selected(fake, tmp_path):
+    rows = [{"problem": "p", "completion": f"s={s}"} for s in ("nan", "0.8", "inf", "0.5", "0.9,nan")]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(ConfigError, match=r"^3 bad rows: row 0 \(line 1\): the PRM gave a non-finite score \| row 2 "
+                                          r"\(line 3\): .* \| row 4 .*after scoring; the scores are cached in "):
+        run(tmp_path, data, "--top-k", "1", "--no-plot")
+    out = run(tmp_path, data, "--top-k", "1", "--aggregation", "min", "--no-plot", "--on-bad-row", "skip")
+    assert [r["row_index"] for r in read_jsonl(out)] == [1]
+    summary = json.loads((tmp_path / "sel.summary.json").read_text())
+    assert [(b["row"], b["reason"]) for b in summary["bad_rows"]] == [
+        (row, "the PRM gave a non-finite score") for row in (0, 2, 4)
+    ]
+    assert summary["scored"] == 2 and fake.scored == 5
+    for line in (tmp_path / "sel.prm-cache.jsonl").read_text().splitlines():  # strict JSON: no NaN in the cache
+        json.loads(line, parse_constant=pytest.fail)
+
+
+@pytest.mark.parametrize(
+    "option,change",
+    [
+        (["--kind", "step_classifier"], "kind: 'auto' then, 'step_classifier' now"),
+        (["--dtype", "float64"], "dtype: '\\w+' then, 'float64' now"),
+        (["--system-prompt", ""], "system_prompt: 'Please reason .*' then, None now"),
+        (["--step-tag", "<x>"], "step_tag: None then, '<x>' now"),
+        (["--truncation", "windows"], "truncation: 'drop_oldest' then, 'windows' now"),
+        (["--window-overlap", "8"], "window_overlap: None then, 8 now"),
+        (["--max-length", "64"], "max_length: None then, 64 now"),
+        (["--max-steps", "3"], "max_steps: None then, 3 now"),
+        (["--trajectory-prm", "vh"], "trajectory_prm: None then, 'vh' now"),
+    ],
+)
+def test_every_setting_that_changes_a_score_guards_the_cache(fake, tmp_path, option, change):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"problem": "p", "completion": f"s=0.{i}"} for i in range(1, 4)])
+    run(tmp_path, data, "--top-k", "1", "--no-plot")
+    with pytest.raises(ConfigError, match=rf"written with other settings \({change}\); rerun with the same"):
+        run(tmp_path, data, "--top-k", "1", "--no-plot", *option)
+    # What only changes where and how fast the PRM runs, or how its step scores are combined, reuses the cache.
+    run(tmp_path, data, "--top-k", "1", "--no-plot", "--batch-tokens", "128", "--chunk-size", "1", "--alpha", "0.5")
+    assert fake.scored == 3
+
+
+def test_a_parquet_output_that_cannot_hold_the_rows_points_to_jsonl_and_keeps_the_scores(fake, tmp_path):
+    rows = [{"problem": "p", "completion": "s=0.9", "meta": 1}, {"problem": "p", "completion": "s=0.8", "meta": "x"}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(ConfigError, match=r"cannot write '.*sel\.parquet' as parquet: .*; write a \.jsonl output "
+                                          r"instead \(the scores are cached in .*sel\.prm-cache\.jsonl"):
+        run(tmp_path, data, "--top-k", "2", "--no-plot", output="sel.parquet")
+    out = run(tmp_path, data, "--top-k", "2", "--no-plot", output="sel.jsonl")  # the same cache
+    assert [r["meta"] for r in read_jsonl(out)] == [1, "x"] and fake.scored == 2
+
+
+@pytest.mark.parametrize("output", ["sel.parquet", "sel_dir"])
+def test_a_column_only_later_rows_have_reaches_parquet_and_saved_outputs(fake, tmp_path, output):
+    from datasets import load_dataset, load_from_disk
+
+    rows = [{"problem": "p", "completion": "s=0.9"}, {"problem": "q", "completion": "s=0.8", "note": "late"}]
+    out = run(tmp_path, write_jsonl(tmp_path / "d.jsonl", rows), "--top-k", "2", "--no-plot", output=output)
+    table = load_dataset("parquet", data_files=str(out), split="train") if out.suffix else load_from_disk(str(out))
+    assert table.column_names[:3] == ["problem", "completion", "row_index"] and table["note"] == [None, "late"]
