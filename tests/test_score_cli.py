@@ -9,7 +9,8 @@ from test_prm_scorer import PROBLEM, random_completion
 
 from reasonflux_rl import score as score_cli
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.prm import load_scorer, trajectory_reward
+from reasonflux_rl.prm import StepScores, load_scorer, trajectory_reward
+from reasonflux_rl.prm.cli_options import scorer_from_args
 from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
 
 FLOAT_FIELDS = ("score", "step_scores", "trajectory_score", "dropped_fraction")
@@ -54,7 +55,7 @@ def test_output_rows_hold_the_scorers_scores_in_input_order(tiny_models, input_f
         assert row["score"] == pytest.approx(min(result.step_scores), abs=1e-6)
         assert row["num_steps"] == result.num_steps and row["dropped_steps"] == 0
         assert row["step_indices"] == list(range(result.num_steps))
-    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())["settings"]
     assert meta["aggregation"] == "min" and meta["prm"] == str(tiny_models.prm.resolve())
 
 
@@ -77,11 +78,11 @@ def test_interrupted_run_resumes_without_rescoring_or_losing_rows(tiny_models, i
 
     wrappers = []
 
-    def patched(path, **options):
-        wrappers.append(CrashAfter(load_scorer(path, **options), crash_at=3 if not wrappers else None))
+    def patched(args):
+        wrappers.append(CrashAfter(scorer_from_args(args), crash_at=3 if not wrappers else None))
         return wrappers[-1]
 
-    monkeypatch.setattr(score_cli, "load_scorer", patched)
+    monkeypatch.setattr(score_cli, "scorer_from_args", patched)
     output = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
         run(tiny_models.prm, input_file, output, "--chunk-size", "3", "--no-progress")
@@ -108,13 +109,15 @@ def test_resume_with_other_settings_is_refused(tiny_models, input_file, tmp_path
 
 @pytest.mark.parametrize(
     "line,message",
-    [('{"question": "1+1?"}', r"row 2 \(line 4\): field 'answer' is missing"),
-     ('{"question": "1+1?", "answer": 2}', r"row 2 \(line 4\): field 'answer' is a int, not a string"),
-     ('{"question": "1+1?", "answer": "2"', r"row 2 \(line 4\): not valid JSON")],
+    [('{"question": "1+1?"}', r"^1 bad row: row 2 \(line 4\): missing 'answer' \(before scoring"),
+     ('{"question": "1+1?", "answer": 2}', r"^1 bad row: row 2 \(line 4\): 'answer' is a int, not a string"),
+     ('{"question": "1+1?", "answer": "  "}', r"^1 bad row: row 2 \(line 4\): 'answer' is empty"),
+     ('{"question": "1+1?", "answer": "2"', r"^1 bad row: row 2 \(line 4\): not valid JSON")],
 )
 def test_bad_row_is_named_before_anything_loads(tmp_path, line, message):
     path = tmp_path / "in.jsonl"
-    path.write_text('{"question": "a", "answer": "b"}\n\n{"question": "a", "answer": "b"}\n' + line + "\n")
+    good = '{"question": "a", "answer": "b", "id": "x"}\n'
+    path.write_text(good + "\n" + good + line + "\n")
     with pytest.raises(ConfigError, match=message):
         run(tmp_path / "no-such-prm", path, tmp_path / "out.jsonl")
 
@@ -123,11 +126,11 @@ def test_skip_bad_rows_writes_them_with_their_error_and_reports_them(tiny_models
     path = tmp_path / "in.jsonl"
     good = {"question": "1+1?", "answer": "1+1=2.\n\nSo 2.", "id": "g"}
     path.write_text("\n".join([json.dumps(good), '{"question": "x"}', json.dumps(good)]) + "\n")
-    out = run(tiny_models.prm, path, tmp_path / "out.jsonl", "--skip-bad-rows", "--no-progress")
+    out = run(tiny_models.prm, path, tmp_path / "out.jsonl", "--on-bad-row", "skip", "--no-progress")
     assert [r["index"] for r in out] == [0, 1, 2]
-    assert out[1] == {"index": 1, "error": "field 'answer' is missing"}
+    assert out[1] == {"index": 1, "error": "missing 'answer'"}
     assert len(out[0]["step_scores"]) == 2 and out[0]["step_scores"] == out[2]["step_scores"]
-    assert "skipped 1 bad rows" in capsys.readouterr().err
+    assert "skipping 1 bad row: row 1 (line 2): missing 'answer'" in capsys.readouterr().err
 
 
 def test_value_head_and_token_logit_through_the_cli(tiny_models, input_file, tmp_path, rows):
@@ -149,3 +152,23 @@ def test_value_head_and_token_logit_through_the_cli(tiny_models, input_file, tmp
               "--step-tag", tokens["step_tag"], "--good-token", tokens["good_token"], "--bad-token",
               tokens["bad_token"], "--truncation", "windows", "--max-length", "128")
     assert all(r["dropped_steps"] == 0 and r["step_indices"] == list(range(r["num_steps"])) for r in out)
+
+
+def test_a_non_finite_score_is_an_error_in_strict_json_not_a_score(tmp_path, monkeypatch, capsys):
+    class ScoreInText:  # the completion is its one step's score
+        def score(self, problems, completions):
+            return [StepScores([float(c)], num_steps=1, step_indices=[0]) for c in completions]
+
+    monkeypatch.setattr(score_cli, "scorer_from_args", lambda args: ScoreInText())
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"question": "q", "answer": a, "id": a}) + "\n" for a in ("0.5", "nan", "-inf")))
+    out = run("fake-prm", path, tmp_path / "out.jsonl", "--no-progress")
+    for line in (tmp_path / "out.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=pytest.fail)
+    assert [(r["score"], r["step_scores"], r.get("error")) for r in out] == [
+        (0.5, [0.5], None), (None, [None], "the PRM gave a non-finite score"),
+        (None, [None], "the PRM gave a non-finite score"),
+    ]
+    assert "no score for 2 bad rows: row 1 (line 2): the PRM gave a non-finite score | row 2 (line 3)" in (
+        capsys.readouterr().err
+    )
