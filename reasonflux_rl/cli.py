@@ -1,4 +1,4 @@
-"""The ``reasonflux-rl`` command: ``train`` and ``tiny-models``."""
+"""The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select`` and ``bon`` (see ``USAGE``)."""
 
 from __future__ import annotations
 
