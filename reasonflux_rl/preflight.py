@@ -1,4 +1,5 @@
-"""Checks a training launch can pass before any weights load: batch arithmetic, DeepSpeed file, vLLM server, paths.
+"""Checks a training launch can pass before any weights load: batch arithmetic, accelerate and DeepSpeed files, vLLM
+server, optional packages, paths.
 
 ``reasonflux-rl train --dry-run`` runs them and prints the effective settings; a real run runs them first too, so
 a recipe that cannot work fails in seconds with the key to change, not after the model has loaded.
@@ -6,10 +7,12 @@ a recipe that cannot work fails in seconds with the key to change, not after the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,22 @@ import yaml
 from .errors import ConfigError
 
 
+# accelerate (``DeepSpeedPlugin._deepspeed_config_checks``, 1.15) refuses to start when a config that names a
+# ``deepspeed_config_file`` also sets any of these: the DeepSpeed file must hold them. ``launch`` counts the keys of
+# the ``deepspeed_config`` section and a top-level ``mixed_precision`` (also the legacy ``fp16: true``).
+DEEPSPEED_FILE_OWNS = (
+    "gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",
+    "offload_param_device", "offload_param_nvme_path", "offload_optimizer_nvme_path", "zero3_save_16bit_model",
+    "mixed_precision",
+)
+
+
 def read_accelerate_config(path: str | Path) -> dict[str, Any]:
     """``num_processes`` and the DeepSpeed file of an accelerate config YAML (``accelerate launch --config_file``).
+
+    Raises ConfigError for a config that accelerate would refuse at start: one that names a
+    ``deepspeed_config_file`` and also sets a key that file owns (``mixed_precision``, ``zero_stage``, ...; mixed
+    precision then comes from the file's ``"auto"`` and the recipe's ``bf16: true``).
 
     Example:
     ```python
@@ -29,6 +46,12 @@ def read_accelerate_config(path: str | Path) -> dict[str, Any]:
     >>> _ = p.write_text("num_processes: 8\\ndeepspeed_config:\\n  deepspeed_config_file: ds.json\\n")
     >>> read_accelerate_config(p)
     {'num_processes': 8, 'deepspeed': 'ds.json'}
+    >>> _ = p.write_text("mixed_precision: bf16\\ndeepspeed_config:\\n  deepspeed_config_file: ds.json\\n")
+    >>> try:
+    ...     read_accelerate_config(p)
+    ... except ValueError as err:
+    ...     print(str(err).split("': ")[1].split(" is set")[0])
+    mixed_precision
 
     ```
     """
@@ -36,50 +59,79 @@ def read_accelerate_config(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(f"accelerate config {str(path)!r} does not exist")
     config = yaml.safe_load(file.read_text()) or {}
-    deepspeed = (config.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    section = config.get("deepspeed_config") or {}
+    deepspeed = section.get("deepspeed_config_file")
+    if deepspeed:
+        refused = [f"deepspeed_config.{key}" for key in section if key in DEEPSPEED_FILE_OWNS]
+        if "mixed_precision" in config or config.get("fp16"):
+            refused.append("mixed_precision" if "mixed_precision" in config else "fp16")
+        if refused:
+            raise ConfigError(
+                f"accelerate config {str(path)!r}: {', '.join(refused)} "
+                f"{'is' if len(refused) == 1 else 'are'} set beside deepspeed_config.deepspeed_config_file, which "
+                f"accelerate refuses at start; remove {'it' if len(refused) == 1 else 'them'} and set the value in "
+                f"the DeepSpeed file ({deepspeed}) or, for bf16, in the recipe (bf16: true with \"auto\" in the file)"
+            )
     return {"num_processes": int(config.get("num_processes", 1)), "deepspeed": deepspeed}
 
 
-def check_batch(training_args: Any, num_processes: int) -> dict[str, int]:
+def _per_step(completions: int, generations: int) -> int | float:
+    # A prompt group may straddle two optimizer steps (TRL allows it); show the fraction rather than hide it.
+    return completions // generations if completions % generations == 0 else round(completions / generations, 3)
+
+
+def check_batch(training_args: Any, num_processes: int, user_set: Collection[str] | None = None) -> dict[str, Any]:
     """TRL's GRPO batch rules for ``num_processes`` ranks; returns the resulting sizes or raises naming the keys.
+
+    ``GRPOConfig`` fills whichever of ``generation_batch_size`` / ``steps_per_generation`` is unset when it is
+    parsed, for the world size it was parsed with, which need not be ``num_processes`` (one process told the size
+    of a launch, a config parsed elsewhere). ``user_set`` names the keys the recipe or command line really set
+    (None: every key that is not None, ``generation_batch_size`` first); the others are derived again for
+    ``num_processes``, the way ``GRPOConfig.__post_init__`` (TRL 1.16) derives them on the real launch. The
+    generation batch need not equal the optimizer step's batch (TRL generates every ``steps_per_generation``
+    micro-steps); both are reported.
 
     Example:
     ```python
     >>> from types import SimpleNamespace
     >>> from reasonflux_rl.preflight import check_batch
-    >>> args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=6, num_generations=6,
+    >>> args = SimpleNamespace(per_device_train_batch_size=1, gradient_accumulation_steps=24, num_generations=6,
     ...                        generation_batch_size=192, steps_per_generation=None)
-    >>> check_batch(args, 8)["prompts_per_generation_batch"]
-    32
+    >>> sizes = check_batch(args, 8)
+    >>> sizes["completions_per_optimizer_step"], sizes["prompts_per_optimizer_step"], sizes["steps_per_generation"]
+    (192, 32, 24)
+    >>> check_batch(args, 16)["completions_per_optimizer_step"]  # 16 ranks x 24 accumulation steps: twice the batch
+    384
     >>> try:
     ...     check_batch(args, 5)
     ... except ValueError as err:
     ...     print(err)
-    generation_batch_size=192 is not divisible by per_device_train_batch_size x processes = 4 x 5 = 20
+    generation_batch_size=192 is not divisible by per_device_train_batch_size x processes = 1 x 5 = 5
 
     ```
     """
     per_device = training_args.per_device_train_batch_size
+    accumulation = training_args.gradient_accumulation_steps
     generations = training_args.num_generations
     per_step = per_device * num_processes
-    if training_args.generation_batch_size is not None:
-        generation_batch = training_args.generation_batch_size
+
+    def given(key: str) -> Any:
+        value = getattr(training_args, key, None)
+        return value if user_set is None or key in user_set else None
+
+    generation_batch, steps = given("generation_batch_size"), given("steps_per_generation")
+    # GRPOConfig.__post_init__'s cases, with num_processes in place of the parsing process's world size. It rejects
+    # both keys set by the user, so both present means a parsed config: generation_batch_size is then the given one.
+    if generation_batch is not None:
         if generation_batch % per_step:
             raise ConfigError(
                 f"generation_batch_size={generation_batch} is not divisible by per_device_train_batch_size x "
                 f"processes = {per_device} x {num_processes} = {per_step}"
             )
+        steps = generation_batch // per_step
     else:
-        steps = training_args.steps_per_generation or training_args.gradient_accumulation_steps
+        steps = steps or accumulation
         generation_batch = per_step * steps
-    if generations < 2:
-        raise ConfigError(f"num_generations={generations}: GRPO needs at least 2 completions per prompt")
-    if generation_batch % generations:
-        raise ConfigError(
-            f"the generation batch of {generation_batch} completions ({per_device} per device x {num_processes} "
-            f"processes x steps) is not divisible by num_generations={generations}: change "
-            "per_device_train_batch_size, gradient_accumulation_steps or generation_batch_size"
-        )
     if getattr(training_args, "eval_strategy", "no") != "no":
         eval_generations = getattr(training_args, "num_generations_eval", None) or generations
         eval_batch = training_args.per_device_eval_batch_size * num_processes
@@ -89,11 +141,24 @@ def check_batch(training_args: Any, num_processes: int) -> dict[str, int]:
                 f"{training_args.per_device_eval_batch_size} x {num_processes} processes) is not divisible by "
                 f"num_generations={eval_generations}"
             )
+    if generation_batch % generations:
+        raise ConfigError(
+            f"the generation batch of {generation_batch} completions ({per_device} per device x {num_processes} "
+            f"processes x {steps} steps_per_generation) is not divisible by num_generations={generations}: change "
+            "per_device_train_batch_size, gradient_accumulation_steps, steps_per_generation or generation_batch_size"
+        )
+    if generations < 2:
+        raise ConfigError(f"num_generations={generations}: GRPO needs at least 2 completions per prompt")
+    per_optimizer_step = per_step * accumulation
     return {
         "num_processes": num_processes,
+        "completions_per_device_micro_batch": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "completions_per_optimizer_step": per_optimizer_step,
+        "prompts_per_optimizer_step": _per_step(per_optimizer_step, generations),
+        "steps_per_generation": steps,
         "completions_per_generation_batch": generation_batch,
         "prompts_per_generation_batch": generation_batch // generations,
-        "completions_per_device_micro_batch": per_device,
     }
 
 
@@ -171,6 +236,40 @@ def check_vllm_server(training_args: Any, timeout: float = 5.0) -> str:
     )
 
 
+def missing_packages(training_args: Any, model_args: Any) -> list[dict[str, str]]:
+    """Optional packages the settings need that are not installed: vLLM for ``use_vllm``, FlashAttention for
+    ``attn_implementation: flash_attention_2`` (transformers also takes the hub kernel through ``kernels``).
+
+    Only looks the modules up (no import), so it is cheap and safe on a login node without GPUs. TRL itself only
+    notices a missing vLLM after the policy has loaded.
+
+    Example:
+    ```python
+    >>> from types import SimpleNamespace
+    >>> from reasonflux_rl.preflight import missing_packages
+    >>> missing_packages(SimpleNamespace(use_vllm=False), SimpleNamespace(attn_implementation="sdpa"))
+    []
+    >>> [m["package"] for m in missing_packages(SimpleNamespace(use_vllm=True, vllm_mode="colocate"),
+    ...                                          SimpleNamespace(attn_implementation=None))]  # no vllm on CPU
+    ['vllm']
+
+    ```
+    """
+    needs = []
+    if training_args.use_vllm:
+        needs.append((f"use_vllm=True (vllm_mode={training_args.vllm_mode!r})", ("vllm",), "vllm", "pip install vllm"))
+    attention = getattr(model_args, "attn_implementation", None)
+    if attention in ("flash_attention_2", "flash_attention_3"):
+        module = "flash_attn" if attention == "flash_attention_2" else "flash_attn_interface"
+        needs.append((f"attn_implementation={attention!r}", (module, "kernels"), module,
+                      "pip install flash-attn --no-build-isolation, or pip install kernels for the hub kernel"))
+    return [
+        {"package": package, "needed_by": setting, "install": install}
+        for setting, modules, package, install in needs
+        if not any(importlib.util.find_spec(module) for module in modules)
+    ]
+
+
 def _policy_location(name: str) -> str:
     path = Path(name)
     if path.exists():
@@ -187,9 +286,15 @@ def preflight(
     *,
     num_processes: int,
     deepspeed: str | None = None,
+    user_set: Collection[str] | None = None,
+    require_packages: bool = True,
 ) -> dict[str, Any]:
     """Run every check that needs no weights; return the effective settings. Raises ConfigError on the first
-    problem."""
+    problem.
+
+    ``user_set``: the training keys the recipe or command line set (see [`check_batch`]). A missing optional
+    package ([`missing_packages`]) fails a real start (``require_packages``); a dry run, which may run on a login
+    node without the GPU packages, lists it under ``"missing"`` instead."""
     from .rewards import validate
 
     report: dict[str, Any] = {}
@@ -206,19 +311,31 @@ def preflight(
                 f"reward_weights={training_args.reward_weights} contradicts reward_mode='separate' with "
                 f"prm_beta={reward_args.prm_beta}, which sets them to {weights}; leave reward_weights unset"
             )
-    report["batch"] = check_batch(training_args, num_processes)
+    report["batch"] = check_batch(training_args, num_processes, user_set)
     deepspeed = deepspeed or training_args.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     if isinstance(deepspeed, str):
         report["deepspeed"] = check_deepspeed(deepspeed)
+        plugin = getattr(training_args, "deepspeed_plugin", None)
+        if plugin is not None:
+            # Under `accelerate launch` (or with `deepspeed:` set) transformers has built accelerate's plugin and
+            # filled the file's "auto" precision from the recipe's bf16 / fp16: what DeepSpeed will start with.
+            report["deepspeed"]["bf16"] = plugin.deepspeed_config.get("bf16", {}).get("enabled")
     if training_args.use_vllm:
         report["vllm"] = {"mode": training_args.vllm_mode}
         if training_args.vllm_mode == "server":
             report["vllm"]["server"] = check_vllm_server(training_args)
+    report["missing"] = missing_packages(training_args, model_args)
+    if require_packages and report["missing"]:
+        raise ConfigError("; ".join(
+            f"{m['needed_by']} needs the {m['package']} package, which is not installed ({m['install']})"
+            for m in report["missing"]
+        ))
     report["reward"] = {k: v for k, v in vars(reward_args).items()}
     report["optimisation"] = {
         "learning_rate": training_args.learning_rate, "kl_beta": training_args.beta,
         "max_steps": training_args.max_steps, "num_train_epochs": training_args.num_train_epochs,
         "max_completion_length": training_args.max_completion_length, "bf16": training_args.bf16,
         "report_to": training_args.report_to, "output_dir": training_args.output_dir,
+        "run_name": training_args.run_name,
     }
     return report

@@ -7,6 +7,7 @@ Run ``reasonflux-rl train --config recipes/smoke/cpu.yaml [--key value ...]`` or
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -43,21 +44,32 @@ class TrainScriptArguments(ScriptArguments):
     )
 
 
-def make_parser() -> TrlParser:
+def make_parser(world_size: int | None = None) -> TrlParser:
     """The parser ``train`` uses: ``TrlParser`` over our script arguments, ``GRPOConfig``, ``ModelConfig`` and
     [`RewardArguments`].
+
+    ``GRPOConfig`` derives its batch sizes (``generation_batch_size`` / ``steps_per_generation``) and DeepSpeed's
+    ``"auto"`` batch from the world size when it is parsed; ``world_size`` parses it as a launch on that many
+    processes would, for a dry run, which itself runs as one process.
 
     Example:
     ```python
     >>> from reasonflux_rl.train import make_parser
-    >>> script, grpo, model, reward = make_parser().parse_args_and_config(
-    ...     ["--output_dir", "out", "--use_cpu", "--report_to", "none", "--prm_beta", "0", "--model_name_or_path", "m"])
+    >>> base = ["--output_dir", "out", "--use_cpu", "--report_to", "none", "--prm_beta", "0",
+    ...         "--model_name_or_path", "m"]
+    >>> script, grpo, model, reward = make_parser().parse_args_and_config(base)
     >>> reward.prm_beta, grpo.output_dir
     (0.0, 'out')
+    >>> batch = ["--per_device_train_batch_size", "2", "--num_generations", "4"]  # one process: 2, not a group of 4
+    >>> make_parser(world_size=2).parse_args_and_config(base + batch)[1].generation_batch_size  # 2 per device x 2
+    4
 
     ```
     """
-    return TrlParser((TrainScriptArguments, GRPOConfig, ModelConfig, RewardArguments))
+    config = GRPOConfig
+    if world_size is not None:
+        config = type("GRPOConfig", (GRPOConfig,), {"world_size": property(lambda self: world_size)})
+    return TrlParser((TrainScriptArguments, config, ModelConfig, RewardArguments))
 
 
 def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArguments):
@@ -147,21 +159,49 @@ def _launch_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     return rest, options
 
 
+def _recipe(argv: list[str]) -> dict[str, Any]:
+    """The mapping of the ``--config`` YAML (empty without one); TrlParser reads the same file again."""
+    if "--config" not in argv[:-1]:
+        return {}
+    import yaml
+
+    config_path = Path(argv[argv.index("--config") + 1])
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+    return config if isinstance(config, dict) else {}
+
+
+def _user_set(argv: list[str]) -> set[str]:
+    """The argument names the ``--config`` YAML or the command line set, as opposed to dataclass defaults or values
+    that a config's ``__post_init__`` derived (GRPOConfig fills ``generation_batch_size`` for the parsing process's
+    world size)."""
+    parser = make_parser()
+    # With every default suppressed, argparse's namespace holds exactly the options given (any spelling it accepts).
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    given, _ = parser.parse_known_args(argv)
+    return set(_recipe(argv)) | set(vars(given))
+
+
 def _deepspeed_argument(argv: list[str]) -> str | None:
     """The ``deepspeed`` file named on the command line or in the ``--config`` YAML, if it is a path."""
-    value = None
-    if "--config" in argv[:-1]:
-        import yaml
-
-        config_path = Path(argv[argv.index("--config") + 1])
-        if config_path.is_file():
-            value = (yaml.safe_load(config_path.read_text()) or {}).get("deepspeed")
+    value = _recipe(argv).get("deepspeed")
     for i, arg in enumerate(argv):
         if arg == "--deepspeed" and i + 1 < len(argv):
             value = argv[i + 1]
         elif arg.startswith("--deepspeed="):
             value = arg.split("=", 1)[1]
     return value if isinstance(value, str) and not value.lstrip().startswith("{") else None
+
+
+def _name_after_reward(key: str, template: str | None, reward_args: RewardArguments) -> str | None:
+    """``template`` with reward keys filled in, e.g. ``outputs/r1/beta{prm_beta}-{prm_normalisation}``."""
+    if not template or "{" not in template:
+        return template
+    try:
+        return template.format(**vars(reward_args))
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"{key}={template!r}: {err!r} is not a reward key") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -176,25 +216,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     if deepspeed_file is not None:
         # transformers reads a missing file as inline JSON and fails with a JSONDecodeError while parsing.
         check_deepspeed(deepspeed_file)
-    script_args, training_args, model_args, reward_args = make_parser().parse_args_and_config(args)
-    if training_args.run_name and "{" in training_args.run_name:
-        # Sweeps name each run after its reward settings, e.g. run_name: r1d7b-beta{prm_beta}-{prm_normalisation}
-        try:
-            training_args.run_name = training_args.run_name.format(**vars(reward_args))
-        except (KeyError, IndexError, ValueError) as err:
-            raise ConfigError(f"run_name={training_args.run_name!r}: {err!r} is not a reward key") from None
     deepspeed = None
     num_processes = options["num_processes"]
     if options["accelerate_config"]:
         accelerate = read_accelerate_config(options["accelerate_config"])
         num_processes = num_processes or accelerate["num_processes"]
         deepspeed = accelerate["deepspeed"]
+    # A dry run parses the recipe as the launch it describes will, not as the single process it is.
+    parser = make_parser(num_processes if options["dry_run"] else None)
+    try:
+        script_args, training_args, model_args, reward_args = parser.parse_args_and_config(args)
+    except ValueError as err:  # GRPOConfig's batch rules and the like: bad input, not a bug
+        raise ConfigError(str(err)) from None
+    # Sweeps name each run, and give it its own directory, after its reward settings, e.g.
+    # run_name: r1d7b-beta{prm_beta}-{prm_normalisation}; output_dir: outputs/r1d7b/beta{prm_beta}-{prm_normalisation}
+    training_args.run_name = _name_after_reward("run_name", training_args.run_name, reward_args)
+    training_args.output_dir = _name_after_reward("output_dir", training_args.output_dir, reward_args)
     if num_processes is None:
         from accelerate import PartialState
 
         num_processes = PartialState().num_processes
     # Everything that can be wrong with the launch fails here, before any weights or data load.
-    report = preflight(training_args, model_args, reward_args, num_processes=num_processes, deepspeed=deepspeed)
+    report = preflight(training_args, model_args, reward_args, num_processes=num_processes, deepspeed=deepspeed,
+                       user_set=_user_set(args), require_packages=not options["dry_run"])
     if options["dry_run"]:
         print(json.dumps(report, indent=2, default=str))
         return
