@@ -1,0 +1,111 @@
+"""recipes/slurm/train.sbatch, run by bash with stand-ins for Slurm (scontrol, srun), curl and the venv.
+
+The stand-in srun records each job step instead of running it; the test then runs a recorded step's command here,
+as srun would on a node, with a stand-in `accelerate` that records the arguments it got.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from health_stub import health_server
+
+REPO = Path(__file__).resolve().parents[1]
+SBATCH = REPO / "recipes/slurm/train.sbatch"
+RECIPE = "recipes/r1_distill_qwen_7b/reasonflux_prm_mixed_server.yaml"
+# Appends its arguments, as one JSON line, to the file named by $LOG.
+RECORD = (f'{sys.executable} -c "import json, os, sys; '
+          f'print(json.dumps(sys.argv[1:]), file=open(os.environ[\'LOG\'], \'a\'))"')
+
+
+def write_tool(directory: Path, name: str, body: str) -> None:
+    path = directory / name
+    path.write_text(f"#!/bin/bash\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A venv whose activate puts stand-ins first on PATH; returns (venv, log of srun steps)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    write_tool(tools, "scontrol", 'printf "%s\\n" $FAKE_NODES')
+    write_tool(tools, "srun", f'LOG=$SRUN_LOG {RECORD} "$@"')
+    write_tool(tools, "curl", "exit 0")
+    write_tool(tools, "python", f'exec {sys.executable} "$@"')
+    write_tool(tools, "reasonflux-rl", f'exec {sys.executable} -m reasonflux_rl.cli "$@"')
+    write_tool(tools, "accelerate", f'LOG=$ACCELERATE_LOG {RECORD} "$@"')
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/activate").write_text(f'export PATH="{tools}:$PATH"\n')
+    return venv, tmp_path / "srun.jsonl"
+
+
+def sbatch(cluster, nodes: list[str], *args: str, port: int = 9) -> subprocess.CompletedProcess:
+    venv, log = cluster
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VENV": str(venv), "SRUN_LOG": str(log), "SLURM_JOB_NODELIST": "x",
+           "FAKE_NODES": " ".join(nodes), "VLLM_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", str(SBATCH), RECIPE, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def steps(cluster) -> list[list[str]]:
+    log = cluster[1]
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_three_nodes_keep_the_papers_step_and_the_quoting_of_extra_arguments(cluster, tiny_models, tmp_path):
+    extra = ["--model_name_or_path", str(tiny_models.policy), "--prm_name_or_path", str(tiny_models.prm), "--use_cpu",
+             "--run_name", "two words {prm_beta}"]
+    with health_server() as port:  # the vLLM node is 127.0.0.1, so the dry run's health check reaches it
+        proc = sbatch(cluster, ["node1", "node2", "127.0.0.1"], *extra, port=port)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "optimizer step: 16 processes x 1 per device x 12 accumulation steps = 192 completions" in proc.stdout
+    # The dry run the script runs before launching shows the step it will train with.
+    report, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("\n{") + 1:])
+    assert report["batch"]["completions_per_optimizer_step"] == 192
+    assert report["batch"]["prompts_per_optimizer_step"] == 32
+    assert report["optimisation"]["run_name"] == "two words 0.75"
+
+    recorded = steps(cluster)
+    assert len(recorded) == 2
+    vllm = next(step for step in recorded if "--nodelist=127.0.0.1" in step)
+    train = next(step for step in recorded if "--nodelist=node1,node2" in step)
+    assert vllm[-8:] == ["--model", str(tiny_models.policy), "--tensor_parallel_size", "1", "--data_parallel_size",
+                         "8", "--port", str(port)]
+    assert train[:3] == ["--nodes=2", "--ntasks=2", "--nodelist=node1,node2"]
+    # Run the training step's command as srun would run it on the second node.
+    accelerate_log = tmp_path / "accelerate.jsonl"
+    env = {**os.environ, "VENV": str(cluster[0]), "SLURM_PROCID": "1", "ACCELERATE_LOG": str(accelerate_log)}
+    subprocess.run(train[3:], env=env, check=True, timeout=60)
+    launch = json.loads(accelerate_log.read_text())
+    assert launch[:3] == ["launch", "--machine_rank", "1"]
+    assert launch[launch.index("--num_machines") + 1] == "2" and launch[launch.index("--num_processes") + 1] == "16"
+    script = launch[launch.index("-m") + 1:]
+    assert script[0] == "reasonflux_rl.train"
+    assert script[script.index("--run_name") + 1] == "two words {prm_beta}"  # one argument, braces untouched
+    assert script[script.index("--gradient_accumulation_steps") + 1] == "12"
+    assert script[script.index("--vllm_server_host") + 1] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("nodes,message", [
+    (6, "COMPLETIONS_PER_STEP=192 completions per optimizer step do not split over 5 training nodes x 8 GPUs x "
+        "per_device_train_batch_size 1 = 40 per micro-step"),
+    (1, "need at least 2 nodes"),
+])
+def test_node_counts_that_cannot_keep_the_step_fail_before_any_launch(cluster, tiny_models, nodes, message):
+    proc = sbatch(cluster, [f"node{i}" for i in range(nodes)], "--model_name_or_path", str(tiny_models.policy),
+                  "--use_cpu")
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert steps(cluster) == []
+
+
+def test_gradient_accumulation_is_the_scripts_to_set(cluster):
+    proc = sbatch(cluster, ["node1", "node2"], "--gradient_accumulation_steps", "4")
+    assert proc.returncode == 1
+    assert "do not pass --gradient_accumulation_steps" in proc.stderr and steps(cluster) == []
