@@ -1,4 +1,5 @@
-"""The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select`` and ``bon`` (see ``USAGE``)."""
+"""The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select``, ``bon`` and ``serve-prm`` (see
+``USAGE``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ commands:
   select       keep the PRM's top rows of a dataset (reasonflux-rl select --input F --prm DIR --top-k K --output OUT)
   bon          Best-of-N accuracy: PRM pick vs majority vote, random, oracle (reasonflux-rl bon --input F --prm DIR
                --output B.json)
+  serve-prm    serve a local step-classifier PRM over vLLM's pooling API, for dry runs of PRM servers on CPU
+               (reasonflux-rl serve-prm --prm DIR --port 8001)
 
 Run `reasonflux-rl <command> --help` for a command's options.
 """
@@ -59,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             from .bon import main as bon
 
             bon(rest)
+        elif command == "serve-prm":
+            from .prm.pooling_server import main as serve_prm
+
+            serve_prm(rest)
         else:
             print(f"reasonflux-rl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
             raise SystemExit(2)

@@ -339,3 +339,38 @@ def test_training_scores_through_the_servers(tiny_models, tmp_path):
         assert row["reasonflux/prm_server_requests"] >= 1
     # Two start-up probes (launch checks, then the reward) and at least one scoring request per step.
     assert requests >= 2 + 2
+
+
+def test_serve_prm_command_and_score_command_through_it(tiny_models, tmp_path, pairs):
+    """`reasonflux-rl serve-prm` serves the tiny PRM; `reasonflux-rl score --server-url` scores as the local PRM."""
+    port = int(dead_url().rsplit(":", 1)[1])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "reasonflux_rl.cli", "serve-prm", "--prm", str(tiny_models.prm), "--port", str(port),
+         "--model-name", "tiny-prm"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        client = PoolingClient([f"http://127.0.0.1:{port}"])
+        deadline = time.monotonic() + 120
+        while client.health(client.servers[0].url) is not None:
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+            time.sleep(0.2)
+        client.close()
+        source = tmp_path / "in.jsonl"
+        source.write_text("".join(json.dumps({"problem": p, "completion": c}) + "\n" for p, c in zip(*pairs)))
+        outputs = {}
+        for where, extra in (("local", []), ("remote", ["--server-url", f"http://127.0.0.1:{port}"])):
+            proc = subprocess.run(
+                [sys.executable, "-m", "reasonflux_rl.cli", "score", "--prm", str(tiny_models.prm), "--input",
+                 str(source), "--output", str(tmp_path / f"{where}.jsonl"), "--no-progress", *extra],
+                capture_output=True, text=True, timeout=300,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            outputs[where] = [json.loads(line) for line in (tmp_path / f"{where}.jsonl").read_text().splitlines()]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert len(outputs["remote"]) == len(pairs[1])
+    for local, remote_row in zip(outputs["local"], outputs["remote"]):
+        assert remote_row["step_scores"] == pytest.approx(local["step_scores"], abs=1e-5)
+    settings = json.loads((tmp_path / "remote.jsonl.meta.json").read_text())["settings"]
+    assert settings["device_type"] == "server"

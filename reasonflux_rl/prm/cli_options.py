@@ -22,12 +22,13 @@ from .truncation import TRUNCATIONS
 
 LOAD_OPTIONS = (
     "kind", "trajectory_prm", "device", "dtype", "batch_tokens", "parts", "max_length", "max_steps", "truncation",
-    "window_overlap", "system_prompt", "step_tag", "good_token", "bad_token",
+    "window_overlap", "system_prompt", "step_tag", "good_token", "bad_token", "server_urls", "server_model",
+    "max_inflight",
 )
 # Where and how fast the PRM runs: these change no score (the device type and the resolved dtype can, and are
 # recorded by prm_settings instead).
-RUNTIME_OPTIONS = ("device", "dtype", "batch_tokens")
-_POSITIVE = ("chunk_size", "batch_tokens", "max_length", "max_steps")
+RUNTIME_OPTIONS = ("device", "dtype", "batch_tokens", "server_urls", "max_inflight")
+_POSITIVE = ("chunk_size", "batch_tokens", "max_length", "max_steps", "max_inflight")
 
 
 def _none_if_empty(text: str) -> str | None:
@@ -71,6 +72,11 @@ def add_prm_arguments(parser: argparse.ArgumentParser) -> None:
         help="padded tokens per forward pass (default: 16384 on GPU, 4096 on CPU)")
     add("--device", default=None, help="e.g. cuda:0 or cpu (default: cuda when available)")
     add("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) or a torch dtype name")
+    add("--server-url", dest="server_urls", action="append", default=None,
+        help="score with the step classifier served by vLLM at this base URL (repeat for several servers); --prm "
+             "then needs only its config.json and tokenizer")
+    add("--server-model", default=None, help="served model name (default: the one model the servers serve)")
+    add("--max-inflight", type=int, default=8, help="requests in flight to the servers at once")
     add("--aggregation", default="mean", choices=AGGREGATIONS, help="how step scores become one score")
     add("--alpha", type=float, default=None,
         help="weight of the trajectory score added to the step aggregate (eq. 11); needs --trajectory-prm")
@@ -128,13 +134,20 @@ def prm_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--alpha={args.alpha} must be >= 0")
     from .engine import resolve_dtype
 
+    if args.server_urls:
+        # The servers run the model: their numerics, not this machine's, make the scores.
+        served = {"dtype": "served", "device_type": "server"}
+        return {**{name: getattr(args, name) for name in LOAD_OPTIONS if name not in RUNTIME_OPTIONS}, **served,
+                "prm": _resolved(args.prm), "trajectory_prm": _resolved(args.trajectory_prm)}
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = resolve_dtype(args.dtype, device)
     except (RuntimeError, ValueError) as err:
         raise ConfigError(f"--device={args.device!r} --dtype={args.dtype!r}: {err}") from err
     settings = {name: getattr(args, name) for name in LOAD_OPTIONS if name not in RUNTIME_OPTIONS}
-    for name in ("prm", "trajectory_prm"):
-        path = getattr(args, name)
-        settings[name] = str(Path(path).resolve()) if path is not None and Path(path).exists() else path
-    return {**settings, "dtype": str(dtype).removeprefix("torch."), "device_type": device.type}
+    return {**settings, "prm": _resolved(args.prm), "trajectory_prm": _resolved(args.trajectory_prm),
+            "dtype": str(dtype).removeprefix("torch."), "device_type": device.type}
+
+
+def _resolved(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path is not None and Path(path).exists() else path
