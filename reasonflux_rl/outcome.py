@@ -116,19 +116,28 @@ def _judge_within(limit: float | None, gold: str, response: str | None, want_tex
         return 0.0, True, "", "[timeout]"
 
 
+def _warm_up() -> None:
+    """Parse and verify the typical answer forms once, filling latex2sympy's parser caches."""
+    # Timeouts are handled by the pool, so math-verify's "timeout is disabled" warnings are noise.
+    for name in ("math_verify", "latex2sympy2_extended"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for i, answer in enumerate(_WARMUP_ANSWERS):
+        _judge(f"${answer}$", f"The answer is $\\boxed{{{answer}}}$.", True)
+        _judge(answer, f"The final answer is ${_WARMUP_ANSWERS[i - 1]}$.", False)
+
+
 def _worker_main(conn: Connection, warm_up: bool) -> None:
     # Ctrl-C reaches the whole process group; the parent owns shutdown, so a worker must not die mid-item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
-    # Timeouts are handled here, so math-verify's "timeout is disabled" warnings are noise.
-    for name in ("math_verify", "latex2sympy2_extended"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # Warm up before reporting ready: the parent starts each item's clock only once a worker is ready. A replacement
-    # skips it: it would pay the same cold-cache cost (about a second) before taking work instead of while working,
-    # and a batch that lost a worker should get its capacity back at once.
-    for i, answer in enumerate(_WARMUP_ANSWERS if warm_up else ()):
-        _judge(f"${answer}$", f"The answer is $\\boxed{{{answer}}}$.", True)
-        _judge(answer, f"The final answer is ${_WARMUP_ANSWERS[i - 1]}$.", False)
+    # Warm up before reporting ready: the parent starts each item's clock only once a worker is ready. The forkserver
+    # has warmed up already (see _mp_context), so this is quick; it matters where the forkserver was started by
+    # someone else, without our preload. A replacement skips it: it should take work at once, warm or not.
+    if warm_up:
+        _warm_up()
+    else:
+        for name in ("math_verify", "latex2sympy2_extended"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     conn.send(_READY)
     while True:
         try:
@@ -146,12 +155,13 @@ def _worker_main(conn: Connection, warm_up: bool) -> None:
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
-    # Never fork the trainer: it holds torch/CUDA threads. The forkserver forks workers from a clean process
-    # that has math-verify preloaded, so replacing a killed worker takes milliseconds, not a sympy re-import.
+    # Never fork the trainer: it holds torch/CUDA threads. The forkserver forks workers from a clean process that has
+    # math-verify imported and warmed up (the second preload runs _warm_up there), so a replacement for a killed or
+    # timed-out worker is ready and fast in milliseconds, not after a sympy import and a cold parser cache.
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx.set_forkserver_preload([__name__, f"{__package__}._outcome_warmup"])
     return ctx
 
 
