@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .batching import PADDING_SIDES, PaddingSide, build_batch, length_buckets
 from .format import PARTS, Parts
 from .results import StepScores
+from .zero3 import agree_passes, load_partitioned, shard
 
 # Padded tokens per forward pass when none is given. An accelerator needs large batches to be busy; on CPU a batch
 # past a few thousand tokens leaves the caches and runs slower per token (benchmarks/prm_scoring.py --sweep).
@@ -128,19 +129,30 @@ def without_zero3_partitioning() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a PRM runs: the resolved device, dtype, attention implementation and batch layout."""
+    """Where and how a PRM runs: the resolved device, dtype, attention implementation and batch layout, and whether
+    it is sharded with the policy's ZeRO-3 (``prm_placement: zero3``) or a whole replica."""
 
     device: torch.device
     dtype: torch.dtype
     attn_implementation: str | None
     packed: bool
+    sharded: bool = False
 
     def load(self, model_class: type[PreTrainedModel], path: str | Path) -> PreTrainedModel:
-        """``model_class.from_pretrained(path)`` in this dtype and attention, whole (never ZeRO-3 shards), on the
-        device."""
+        """``model_class.from_pretrained(path)`` in this dtype and attention: whole on the device for a replica
+        (never ZeRO-3 shards), partitioned across the ranks when sharded (see [`~reasonflux_rl.prm.zero3`])."""
+        if self.sharded:
+            return load_partitioned(model_class, path, self.dtype, self.attn_implementation)
         with without_zero3_partitioning():
             model = model_class.from_pretrained(path, dtype=self.dtype, attn_implementation=self.attn_implementation)
         return model.to(self.device)
+
+    def place(self, scorer: PRMScorer) -> PRMScorer:
+        """``scorer`` ready to score: as it is for a replica; given a DeepSpeed ZeRO-3 inference engine (and so
+        lockstep scoring) when sharded."""
+        if self.sharded:
+            scorer.engine = shard(scorer.sharded_modules(), scorer.read, self.dtype)
+        return scorer
 
 
 def resolve_runtime(
@@ -148,19 +160,22 @@ def resolve_runtime(
     dtype: str | torch.dtype = "auto",
     attn_implementation: str | None = ATTENTION_AUTO,
     packed: bool | None = None,
+    sharded: bool = False,
 ) -> Runtime:
     """Resolve the loading options every kind takes.
 
     ``device`` defaults to CUDA when available; ``dtype="auto"`` is bf16 there and fp32 on CPU;
     ``attn_implementation="auto"`` see [`resolve_attention`]; ``packed=None`` packs rows (no padding) exactly when
     the attention is flash-attention 2, whose variable-length kernels make packing free; with SDPA a packed batch
-    needs a dense block mask, so padded length-sorted batches are the default there.
+    needs a dense block mask, so padded length-sorted batches are the default there. ``sharded`` loads the weights
+    partitioned with the policy's ZeRO-3 instead of whole (see [`Runtime.load`]).
 
     Example:
     ```python
     >>> from reasonflux_rl.prm.engine import resolve_runtime
-    >>> resolve_runtime("cpu")
-    Runtime(device=device(type='cpu'), dtype=torch.float32, attn_implementation='sdpa', packed=False)
+    >>> runtime = resolve_runtime("cpu")
+    >>> runtime.device, runtime.dtype, runtime.attn_implementation, runtime.packed, runtime.sharded
+    (device(type='cpu'), torch.float32, 'sdpa', False, False)
 
     ```
     """
@@ -168,7 +183,11 @@ def resolve_runtime(
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     attention = resolve_attention(attn_implementation, resolved_device, resolved_dtype)
     return Runtime(
-        resolved_device, resolved_dtype, attention, attention == "flash_attention_2" if packed is None else packed
+        resolved_device,
+        resolved_dtype,
+        attention,
+        attention == "flash_attention_2" if packed is None else packed,
+        sharded,
     )
 
 
@@ -203,9 +222,13 @@ class PRMScorer(ABC):
             whose model runs elsewhere (see [`~reasonflux_rl.prm.remote.RemoteStepScorer`]).
         tokenizer: the PRM's own tokenizer (inputs are always re-tokenised with it).
         max_length: the longest row the PRM reads, in tokens.
+        engine: the DeepSpeed ZeRO-3 inference engine that runs [`read`] when the PRM is sharded with the policy
+            (``prm_placement: zero3``, see [`~reasonflux_rl.prm.zero3`]); every rank then scores in lockstep.
+            ``None`` for a replica, which runs [`read`] directly.
     """
 
     kind: str = ""
+    engine: nn.Module | None = None
 
     def __init__(
         self,
@@ -258,9 +281,18 @@ class PRMScorer(ABC):
     @property
     def device(self) -> torch.device:
         """Where the backbone's weights are (the CPU for a scorer without a local backbone)."""
+        if self.engine is not None:
+            # A partitioned weight's placeholder may sit on the CPU (parameter offload); the engine knows the rank's
+            # device.
+            return self.engine.device
         if self.backbone is None:
             return torch.device("cpu")
         return next(self.backbone.parameters()).device
+
+    def sharded_modules(self) -> list[nn.Module]:
+        """The modules [`read`] runs, which a ZeRO-3 engine partitions and gathers (the backbone unless a kind's
+        head has weights of its own)."""
+        return [self.backbone]
 
     def score(self, problems: Sequence[str], completions: Sequence[str]) -> list[StepScores]:
         """Scores for each (problem, completion) pair, in input order."""
@@ -273,29 +305,56 @@ class PRMScorer(ABC):
 
     def run_rows(self, rows: list[list[int]]) -> list[list[float]]:
         """The head's probabilities at each row's read positions, in row order: length-sorted token-budget batches
-        through the local backbone (a remote scorer sends the rows to its servers instead)."""
+        through the local backbone (a remote scorer sends the rows to its servers instead).
+
+        Sharded (ZeRO-3), every rank runs the same number of forward passes, because each pass gathers the weights
+        from every rank: the ranks agree on the largest number of batches first, and a rank with fewer batches (or no rows)
+        runs one-token dummy passes (through the head too) for the rest.
+        """
         outputs: list[list[float]] = [[] for _ in rows]
-        for bucket in length_buckets([len(r) for r in rows], self.batch_tokens, self.packed):
+        buckets = length_buckets([len(r) for r in rows], self.batch_tokens, self.packed)
+        # Agreed before any pass: a collective between two forwards would meet another rank's weight gathering.
+        passes = len(buckets) if self.engine is None else agree_passes(len(buckets), self.device)
+        for bucket in buckets:
             for k, out in zip(bucket, self.forward_rows([rows[k] for k in bucket])):
                 outputs[k] = out
+        for _ in range(passes - len(buckets)):
+            self.forward_rows([[self.pad_id]], read_positions=[[0]])
         return outputs
 
     @torch.inference_mode()
-    def forward_rows(self, rows: list[list[int]]) -> list[list[float]]:
-        """One forward pass over ``rows``; the head's probabilities at each row's read positions."""
-        batch = build_batch(rows, [self.read_positions(r) for r in rows], self.pad_id, self.padding_side, self.packed)
+    def forward_rows(
+        self, rows: list[list[int]], read_positions: list[list[int]] | None = None
+    ) -> list[list[float]]:
+        """One forward pass over ``rows``; the head's probabilities at each row's read positions (by default
+        [`read_positions`])."""
+        if read_positions is None:
+            read_positions = [self.read_positions(r) for r in rows]
+        batch = build_batch(rows, read_positions, self.pad_id, self.padding_side, self.packed)
         device = self.device
-        hidden = self.backbone(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=None if batch.attention_mask is None else batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device),
-            use_cache=False,
-        ).last_hidden_state
-        # The head runs on the read positions only: a few rows per sample instead of every token.
-        picked = hidden.reshape(-1, hidden.shape[-1])[batch.read_index.to(device)]
-        probabilities = self.head(picked).float().tolist()
+        run = self.read if self.engine is None else self.engine
+        probabilities = run(
+            batch.input_ids.to(device),
+            None if batch.attention_mask is None else batch.attention_mask.to(device),
+            batch.position_ids.to(device),
+            batch.read_index.to(device),
+        ).float().tolist()
         out, start = [], 0
         for count in batch.counts:
             out.append(probabilities[start : start + count])
             start += count
         return out
+
+    def read(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        read_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """Backbone, then [`head`] at ``read_index`` (flat indices into the batch's tokens): ``[n]`` probabilities."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        # The head runs on the read positions only: a few rows per sample instead of every token.
+        return self.head(hidden.reshape(-1, hidden.shape[-1])[read_index])

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .engine import ATTENTION_AUTO, resolve_dtype, resolve_runtime
@@ -84,14 +85,15 @@ class StepScorer(StepTagScorer):
         dtype: str | torch.dtype = "auto",
         attn_implementation: str | None = ATTENTION_AUTO,
         packed: bool | None = None,
+        sharded: bool = False,
         **kwargs,
     ) -> StepScorer:
         """Load a step-classifier PRM from a local checkpoint directory (hub layout, no remote code).
 
         ``device`` defaults to CUDA when available; ``dtype="auto"`` picks bf16 there and fp32 on CPU;
         ``attn_implementation="auto"`` picks flash-attention 2 (with packed rows) on CUDA when ``flash_attn`` is
-        importable, else SDPA (see [`~reasonflux_rl.prm.engine.resolve_runtime`]). Other keyword arguments go to
-        [`StepScorer`].
+        importable, else SDPA (see [`~reasonflux_rl.prm.engine.resolve_runtime`]); ``sharded`` partitions it with the
+        policy's DeepSpeed ZeRO-3 (see [`~reasonflux_rl.prm.zero3`]). Other keyword arguments go to [`StepScorer`].
 
         Example:
         ```python
@@ -110,14 +112,18 @@ class StepScorer(StepTagScorer):
                 f"PRM checkpoint {path} is a {info.kind} PRM, not a step classifier: load it with "
                 "reasonflux_rl.prm.load_scorer"
             )
-        runtime = resolve_runtime(device, dtype, attn_implementation, packed)
+        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
         model = runtime.load(Qwen2ForProcessRewardModel, path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, packed=runtime.packed, **kwargs)
+        return runtime.place(cls(model, tokenizer, packed=runtime.packed, **kwargs))
 
     def format(self, problem: str, steps: list[str]) -> str:
         """The chat-template input of the model card (see [`~reasonflux_rl.prm.format.format_steps`])."""
         return format_steps(self.tokenizer, problem, steps, self.system_prompt, self.step_tag)
+
+    def sharded_modules(self) -> list[nn.Module]:
+        """The whole model: the step head has weights too."""
+        return [self.model]
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """P(label 1) of the 2-label step head."""

@@ -23,6 +23,7 @@ from .format import Parts, format_tagged_text
 from .inspect import TOKEN_LOGIT, inspect_checkpoint
 from .results import StepScores
 from .tagged import StepTagScorer, single_token_id
+from .zero3 import gathered
 
 
 class TokenLogitScorer(StepTagScorer):
@@ -94,8 +95,10 @@ class TokenLogitScorer(StepTagScorer):
         self.model = model.eval()
         self.good_token_id, self.bad_token_id = good, bad
         # Only the two rows of the LM head that the score uses: a [2, hidden] matmul per tag, not a vocabulary one.
-        self._pair = lm_head.weight[[good, bad]].detach()
-        self._pair_bias = None if lm_head.bias is None else lm_head.bias[[good, bad]].detach()
+        # Kept whole on every rank when the model is sharded (ZeRO-3), so the LM head itself never runs.
+        with gathered([lm_head.weight, lm_head.bias]):
+            self._pair = lm_head.weight[[good, bad]].detach()
+            self._pair_bias = None if lm_head.bias is None else lm_head.bias[[good, bad]].detach()
 
     @classmethod
     def from_pretrained(
@@ -106,6 +109,7 @@ class TokenLogitScorer(StepTagScorer):
         dtype: str | torch.dtype = "auto",
         attn_implementation: str | None = ATTENTION_AUTO,
         packed: bool | None = None,
+        sharded: bool = False,
         **kwargs,
     ) -> TokenLogitScorer:
         """Load a causal LM from a local checkpoint directory as a token-logit PRM (no remote code).
@@ -127,10 +131,10 @@ class TokenLogitScorer(StepTagScorer):
         ```
         """
         inspect_checkpoint(path, kind=TOKEN_LOGIT)
-        runtime = resolve_runtime(device, dtype, attn_implementation, packed)
+        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
         model = runtime.load(AutoModelForCausalLM, path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, packed=runtime.packed, **kwargs)
+        return runtime.place(cls(model, tokenizer, packed=runtime.packed, **kwargs))
 
     def format(self, problem: str, steps: list[str]) -> str:
         """The Math-Shepherd input (see [`~reasonflux_rl.prm.format.format_tagged_text`])."""

@@ -93,11 +93,13 @@ class ValueHeadScorer(PRMScorer):
         dtype: str | torch.dtype = "auto",
         attn_implementation: str | None = ATTENTION_AUTO,
         packed: bool | None = None,
+        sharded: bool = False,
         **kwargs,
     ) -> ValueHeadScorer:
         """Load the backbone (without its LM head) and ``reward_head.pt`` from a local checkpoint directory.
 
-        Loading options as for [`~reasonflux_rl.prm.scorer.StepScorer.from_pretrained`]; the head stays float32.
+        Loading options as for [`~reasonflux_rl.prm.scorer.StepScorer.from_pretrained`]; the head stays float32 (and
+        whole on every rank when the backbone is sharded: it is one row of ``hidden`` weights).
 
         Example:
         ```python
@@ -111,7 +113,7 @@ class ValueHeadScorer(PRMScorer):
         ```
         """
         info = inspect_checkpoint(path, kind=VALUE_HEAD)
-        runtime = resolve_runtime(device, dtype, attn_implementation, packed)
+        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
         backbone = runtime.load(AutoModel, path)
         state = torch.load(Path(path) / REWARD_HEAD_FILE, map_location="cpu", weights_only=True)
         head = nn.Linear(info.hidden_size, 1, bias="bias" in state)
@@ -120,7 +122,7 @@ class ValueHeadScorer(PRMScorer):
         except RuntimeError as err:
             raise PRMCheckpointError(f"{REWARD_HEAD_FILE} of {path} does not fit Linear(hidden, 1): {err}") from None
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(backbone, tokenizer, head.to(runtime.device), packed=runtime.packed, **kwargs)
+        return runtime.place(cls(backbone, tokenizer, head.to(runtime.device), packed=runtime.packed, **kwargs))
 
     def text(self, completion: str) -> str:
         """The part of ``completion`` the head reads (``parts``)."""
