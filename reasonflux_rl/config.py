@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .prm.aggregate import AGGREGATIONS
 from .prm.format import DEFAULT_SYSTEM_PROMPT, PARTS
 from .prm.inspect import KINDS
+from .prm.placement import PLACEMENTS, resolve_placement
 from .prm.truncation import TRUNCATIONS
 from .schedule import SCHEDULES
 
@@ -63,6 +64,13 @@ class RewardArguments:
     prm_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Local directory of the PRM checkpoint (e.g. ReasonFlux-PRM-7B). Required when prm_beta > 0."},
+    )
+    prm_placement: str = field(
+        default="auto",
+        metadata={"help": f"Where the PRM runs: one of {PLACEMENTS}. 'replica': whole on every rank; 'zero3': "
+                  "partitioned with DeepSpeed ZeRO-3 beside a ZeRO-3 policy (launch with a ZeRO-3 config), ranks "
+                  "scoring in lockstep; 'server': on the vLLM servers of prm_server_urls; 'auto': 'server' when "
+                  "prm_server_urls is set, else 'replica'."},
     )
     prm_server_urls: list[str] | None = field(
         default=None,
@@ -205,6 +213,7 @@ class RewardArguments:
                 raise ConfigError(
                     f"prm_kind={self.prm_kind!r} cannot be served remotely: prm_server_urls serve step classifiers"
                 )
+        resolve_placement(self.prm_placement, self.prm_server_urls)
         for key in ("prm_server_timeout_seconds", "prm_server_deadline_seconds"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key}={getattr(self, key)} must be positive")

@@ -18,17 +18,21 @@ import torch
 from transformers import HfArgumentParser
 
 from .config import RewardArguments
+from .errors import ConfigError
 from .mixing import MixedReward, Score
 from .outcome import OutcomeReward
 from .prm.inspect import CheckpointInfo, inspect_checkpoint
 from .prm.loader import load_scorer
+from .prm.placement import SERVER, ZERO3, resolve_placement
 from .prm.remote import inspect_served_checkpoint
 
 ENV_PREFIX = "REASONFLUX_"
 
 
 def validate(args: RewardArguments) -> CheckpointInfo | None:
-    """Check what can be checked without loading weights: the PRM directory holds a supported PRM (returned).
+    """Check what can be checked without loading weights: the PRM directory holds a supported PRM (returned); with
+    PRM servers, that they answer and serve it. (Whether a ``zero3`` placement has its ZeRO-3 launch is
+    [`check_placement`]'s job, which needs the DeepSpeed config.)
 
     Example:
     ```python
@@ -46,7 +50,7 @@ def validate(args: RewardArguments) -> CheckpointInfo | None:
         inspect_checkpoint(args.prm_trajectory_name_or_path, kind="value_head")
     if not args.prm_name_or_path:
         return None
-    if args.prm_server_urls:
+    if resolve_placement(args.prm_placement, args.prm_server_urls) == SERVER:
         info = inspect_served_checkpoint(args.prm_name_or_path)
         # Health, served model, context length and a probe of the step tags, so that a wrong server fails the
         # launch now and not the first training step.
@@ -55,11 +59,40 @@ def validate(args: RewardArguments) -> CheckpointInfo | None:
     return inspect_checkpoint(args.prm_name_or_path, kind=args.prm_kind)
 
 
+def check_placement(args: RewardArguments, zero_stage: int | None) -> str:
+    """The PRM placement ``args`` resolve to, checked against the launch's DeepSpeed ZeRO stage (``None``: no
+    DeepSpeed): ``zero3`` needs stage 3. Loads nothing.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.config import RewardArguments
+    >>> from reasonflux_rl.rewards import check_placement
+    >>> check_placement(RewardArguments(prm_beta=0, prm_placement="zero3"), zero_stage=3)
+    'zero3'
+    >>> try:
+    ...     check_placement(RewardArguments(prm_beta=0, prm_placement="zero3"), zero_stage=2)
+    ... except ValueError as err:
+    ...     print(str(err)[:68])
+    prm_placement='zero3' shards the PRM with DeepSpeed ZeRO-3 beside th
+
+    ```
+    """
+    placement = resolve_placement(args.prm_placement, args.prm_server_urls)
+    if placement == ZERO3 and zero_stage != 3:
+        launched = "without DeepSpeed" if zero_stage is None else f"with DeepSpeed ZeRO stage {zero_stage}"
+        raise ConfigError(
+            f"prm_placement='zero3' shards the PRM with DeepSpeed ZeRO-3 beside the policy, but the run is launched "
+            f"{launched}: use a ZeRO-3 config (deepspeed: deepspeed_configs/zero3.json), or prm_placement 'replica'"
+        )
+    return placement
+
+
 def _scorer_options(args: RewardArguments, num_processes: int) -> dict[str, Any]:
     """The [`load_scorer`] arguments that ``args`` gives, for one of ``num_processes`` ranks."""
     return dict(
         kind=args.prm_kind,
         trajectory_prm=args.prm_trajectory_name_or_path,
+        placement=args.prm_placement,
         dtype=args.prm_dtype,
         parts=args.prm_parts,
         max_steps=args.prm_max_steps,

@@ -9,6 +9,7 @@ from typing import Any
 from .combined import WithTrajectoryScore
 from .engine import PRMScorer
 from .inspect import STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
+from .placement import AUTO, SERVER, ZERO3, resolve_placement
 from .remote import RemoteStepScorer
 from .scorer import StepScorer
 from .token_logit import TokenLogitScorer
@@ -43,6 +44,7 @@ def load_scorer(
     kind: str = "auto",
     trajectory_prm: str | Path | None = None,
     server_urls: Sequence[str] | None = None,
+    placement: str = AUTO,
     **options: Any,
 ) -> PRMScorer | WithTrajectoryScore:
     """Load the PRM in ``path`` as a scorer with ``.score(problems, completions) -> list[StepScores]``.
@@ -65,6 +67,11 @@ def load_scorer(
     the options ``server_model``, ``max_inflight``, ``request_timeout``, ``retries``, ``deadline`` and ``check``
     (ignored without ``server_urls``); the runtime options then apply to the trajectory PRM only.
 
+    ``placement`` (see [`~reasonflux_rl.prm.placement`]): ``"auto"`` is ``"server"`` with ``server_urls`` and
+    ``"replica"`` (whole weights in this process) without; ``"zero3"`` partitions the local kinds (and the trajectory
+    PRM) with the active DeepSpeed ZeRO-3 config and scores in lockstep across the ranks, so every rank must call
+    ``score`` together (see [`~reasonflux_rl.prm.zero3`]).
+
     Example:
     ```python
     >>> import tempfile
@@ -81,7 +88,9 @@ def load_scorer(
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"load_scorer() got unknown options {sorted(unknown)}; known: {sorted(known)}")
-    if server_urls:
+    placement = resolve_placement(placement, server_urls)
+    sharded = placement == ZERO3
+    if placement == SERVER:
         if kind not in ("auto", STEP_CLASSIFIER):
             raise PRMCheckpointError(
                 f"prm_kind={kind!r} cannot be served remotely: PRM servers (prm_server_urls) score step classifiers"
@@ -92,11 +101,11 @@ def load_scorer(
     else:
         info = inspect_checkpoint(path, kind=kind)
         applicable = {name: value for name, value in options.items() if name in KIND_OPTIONS[info.kind]}
-        scorer = SCORERS[info.kind].from_pretrained(path, **applicable)
+        scorer = SCORERS[info.kind].from_pretrained(path, sharded=sharded, **applicable)
         is_value_head = info.kind == VALUE_HEAD
     if trajectory_prm is None:
         return scorer
     if is_value_head:
         raise PRMCheckpointError(f"{path} is a value head already; trajectory_prm adds one to a step kind")
     runtime = {name: value for name, value in options.items() if name in RUNTIME_OPTIONS}
-    return WithTrajectoryScore(scorer, ValueHeadScorer.from_pretrained(trajectory_prm, **runtime))
+    return WithTrajectoryScore(scorer, ValueHeadScorer.from_pretrained(trajectory_prm, sharded=sharded, **runtime))
