@@ -308,8 +308,8 @@ class PRMScorer(ABC):
         through the local backbone (a remote scorer sends the rows to its servers instead).
 
         Sharded (ZeRO-3), every rank runs the same number of forward passes, because each pass gathers the weights
-        from every rank: the ranks agree on the largest number of batches first, and a rank with fewer batches (or no rows)
-        runs one-token dummy passes (through the head too) for the rest.
+        from every rank: the ranks agree on the largest number of batches first, and a rank with fewer batches (or
+        no rows) runs one-token dummy passes (through the head too) for the rest.
         """
         outputs: list[list[float]] = [[] for _ in rows]
         buckets = length_buckets([len(r) for r in rows], self.batch_tokens, self.packed)
@@ -322,7 +322,6 @@ class PRMScorer(ABC):
             self.forward_rows([[self.pad_id]], read_positions=[[0]])
         return outputs
 
-    @torch.inference_mode()
     def forward_rows(
         self, rows: list[list[int]], read_positions: list[list[int]] | None = None
     ) -> list[list[float]]:
@@ -332,13 +331,16 @@ class PRMScorer(ABC):
             read_positions = [self.read_positions(r) for r in rows]
         batch = build_batch(rows, read_positions, self.pad_id, self.padding_side, self.packed)
         device = self.device
-        run = self.read if self.engine is None else self.engine
-        probabilities = run(
-            batch.input_ids.to(device),
-            None if batch.attention_mask is None else batch.attention_mask.to(device),
-            batch.position_ids.to(device),
-            batch.read_index.to(device),
-        ).float().tolist()
+        # inference_mode mixed with ZeRO-3 training has failed in DeepSpeed's ZeRO-3 linear ("Inference tensors cannot
+        # be saved for backward"); no_grad costs nothing more here, and is how TRL runs its ZeRO-3 reference model.
+        with torch.inference_mode() if self.engine is None else torch.no_grad():
+            run = self.read if self.engine is None else self.engine
+            probabilities = run(
+                batch.input_ids.to(device),
+                None if batch.attention_mask is None else batch.attention_mask.to(device),
+                batch.position_ids.to(device),
+                batch.read_index.to(device),
+            ).float().tolist()
         out, start = [], 0
         for count in batch.counts:
             out.append(probabilities[start : start + count])
