@@ -14,6 +14,7 @@ import yaml
 from health_stub import health_server
 
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm.pooling_server import PoolingServer
 from reasonflux_rl.preflight import check_deepspeed, read_accelerate_config
 from reasonflux_rl.train import main as train_main
 from reasonflux_rl.train import make_parser
@@ -35,11 +36,20 @@ def vllm_health_server():
         yield port
 
 
-def tiny_overrides(tiny_models, recipe):
+@pytest.fixture(scope="module")
+def prm_server(tiny_models):
+    """The tiny PRM behind vLLM's pooling API, accepting the recipes' 4096-token PRM context."""
+    with PoolingServer(tiny_models.prm, model_name="tiny-prm", max_model_len=4096) as server:
+        yield server
+
+
+def tiny_overrides(tiny_models, recipe, prm_server=None):
     config = yaml.safe_load(recipe.read_text())
     argv = ["--model_name_or_path", str(tiny_models.policy), "--use_cpu"]
     if config.get("prm_name_or_path"):
         argv += ["--prm_name_or_path", str(tiny_models.prm)]
+    if config.get("prm_server_urls") and prm_server is not None:
+        argv += ["--prm_server_urls", prm_server.url, "--prm_server_model", prm_server.model_name]
     return argv
 
 
@@ -49,9 +59,9 @@ def dry_run(recipe, extra, capsys):
 
 
 @pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=[str(p.relative_to(REPO)) for p in TRAIN_RECIPES])
-def test_recipe_parses_and_dry_run_passes(recipe, tiny_models, vllm_health_server, capsys, monkeypatch):
+def test_recipe_parses_and_dry_run_passes(recipe, tiny_models, vllm_health_server, prm_server, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    overrides = tiny_overrides(tiny_models, recipe)
+    overrides = tiny_overrides(tiny_models, recipe, prm_server)
     make_parser().parse_args_and_config(["--config", str(recipe), *overrides])
     extra = overrides + ["--vllm_server_port", str(vllm_health_server)]
     if recipe.parent == R1:
@@ -354,6 +364,8 @@ def test_sweep_metric_is_what_the_reward_logs_during_evaluation(tiny_models):
          r"deepspeed='deepspeed_configs/zero4.json': the DeepSpeed config file does not exist"),
         (["--num_processes", "8", "--vllm_mode", "server", "--vllm_server_base_url", "http://127.0.0.1:9"],
          r"no vLLM server answers at http://127.0.0.1:9/health"),
+        (["--num_processes", "8", "--prm_server_urls", "http://127.0.0.1:9"],
+         r"prm_server_urls: no PRM server answers at http://127.0.0.1:9/health"),
     ],
 )
 def test_launch_that_cannot_work_fails_at_start(tiny_models, monkeypatch, extra, message):

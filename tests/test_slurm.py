@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from health_stub import health_server
 
+from reasonflux_rl.prm.pooling_server import PoolingServer
+
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "recipes/slurm/train.sbatch"
 RECIPE = "recipes/r1_distill_qwen_7b/reasonflux_prm_mixed_server.yaml"
@@ -45,11 +47,12 @@ def cluster(tmp_path):
     return venv, tmp_path / "srun.jsonl"
 
 
-def sbatch(cluster, nodes: list[str], *args: str, port: int = 9) -> subprocess.CompletedProcess:
+def sbatch(cluster, nodes: list[str], *args: str, port: int = 9, recipe: str = RECIPE,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     venv, log = cluster
     env = {**os.environ, "PYTHONPATH": str(REPO), "VENV": str(venv), "SRUN_LOG": str(log), "SLURM_JOB_NODELIST": "x",
-           "FAKE_NODES": " ".join(nodes), "VLLM_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", str(SBATCH), RECIPE, *args], cwd=REPO, env=env, capture_output=True, text=True,
+           "FAKE_NODES": " ".join(nodes), "VLLM_PORT": str(port), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(["bash", str(SBATCH), recipe, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -109,3 +112,26 @@ def test_gradient_accumulation_is_the_scripts_to_set(cluster):
     proc = sbatch(cluster, ["node1", "node2"], "--gradient_accumulation_steps", "4")
     assert proc.returncode == 1
     assert "do not pass --gradient_accumulation_steps" in proc.stderr and steps(cluster) == []
+
+
+def test_prm_nodes_serve_the_prm_and_training_scores_through_them(cluster, tiny_models):
+    # The PRM node is 127.0.0.1 too, where a reference pooling server answers, so the dry run's probe reaches it.
+    recipe = "recipes/r1_distill_qwen_7b/reasonflux_prm_mixed_prm_server.yaml"
+    extra = ["--model_name_or_path", str(tiny_models.policy), "--prm_name_or_path", str(tiny_models.prm), "--use_cpu"]
+    with health_server() as port, PoolingServer(tiny_models.prm, model_name="reasonflux-prm-7b",
+                                                max_model_len=4096) as prm:
+        prm_port = prm.url.rsplit(":", 1)[1]
+        proc = sbatch(cluster, ["node1", "node2", "127.0.0.1", "127.0.0.1"], *extra, port=port, recipe=recipe,
+                      env={"PRM_NODES": "1", "PRM_TP": "8", "PRM_PORT": prm_port})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("\n{") + 1:])
+    assert report["reward"]["prm_server_urls"] == [f"http://127.0.0.1:{prm_port}"]
+    assert report["batch"]["completions_per_optimizer_step"] == 192  # the PRM node trains nothing
+    recorded = steps(cluster)
+    assert len(recorded) == 3
+    serve = next(step for step in recorded if "recipes/prm_server/serve.sh" in step)
+    assert serve[serve.index("recipes/prm_server/serve.sh") + 1] == "reasonflux-prm-7b"
+    assert f"PRM_PATH={tiny_models.prm}" in serve and "TP=8" in serve and f"PORT={prm_port}" in serve
+    train = next(step for step in recorded if "--nodelist=node1,node2" in step)
+    urls = train[train.index("--prm_server_urls") + 1:train.index("--prm_server_model")]
+    assert urls == [f"http://127.0.0.1:{prm_port}"]

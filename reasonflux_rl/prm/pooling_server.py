@@ -33,7 +33,9 @@ class PoolingServer:
     """Serve the step-classifier PRM in ``path`` over HTTP on ``host:port`` (port 0 picks a free one).
 
     ``latency`` adds that many seconds to every ``/pooling`` answer, outside the model lock, to stand for the network
-    and queueing of a remote GPU node in benchmarks. Subclasses may override [`answer`] to inject faults.
+    and queueing of a remote GPU node in benchmarks. ``max_model_len`` (default: the checkpoint's
+    ``max_position_embeddings``) is the longest input accepted, as vLLM's ``--max-model-len``. Subclasses may override
+    [`answer`] to inject faults.
 
     Example:
     ```python
@@ -61,6 +63,7 @@ class PoolingServer:
         model_name: str | None = None,
         step_tag: str = STEP_TAG,
         latency: float = 0.0,
+        max_model_len: int | None = None,
         device: str = "cpu",
     ) -> None:
         inspect_checkpoint(path, kind=STEP_CLASSIFIER)
@@ -68,7 +71,7 @@ class PoolingServer:
         self.model = Qwen2ForProcessRewardModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
         self.step_tag_id = single_token_id(self.tokenizer, step_tag, "step tag")
         self.model_name = model_name or str(path)
-        self.max_model_len = self.model.config.max_position_embeddings
+        self.max_model_len = max_model_len or self.model.config.max_position_embeddings
         self.latency = latency
         self.requests = 0
         self._model_lock = threading.Lock()
