@@ -145,6 +145,17 @@ def active_config(config: dict[str, Any]) -> Iterator[None]:
 
     ``deepspeed.zero.Init`` creates the weights in the config's precision; loading under the PRM's own
     [`inference_config`] keeps the PRM in its ``dtype`` whatever the policy trains in.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm.zero3 import active_config, zero3_enabled
+    >>> with active_config({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1}):
+    ...     zero3_enabled()
+    True
+    >>> zero3_enabled()
+    False
+
+    ```
     """
     from transformers.integrations import HfDeepSpeedConfig
     from transformers.integrations import deepspeed as hf_deepspeed
@@ -168,6 +179,19 @@ def load_partitioned(
     """``model_class.from_pretrained(path)`` with every weight partitioned across the ranks (ZeRO-3), in ``dtype``.
 
     Raises ConfigError when no ZeRO-3 config is active or the process was not launched distributed.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from reasonflux_rl.prm.model import Qwen2ForProcessRewardModel
+    >>> from reasonflux_rl.prm.zero3 import load_partitioned
+    >>> try:
+    ...     load_partitioned(Qwen2ForProcessRewardModel, "/checkpoints/prm", torch.float32, None)  # no ZeRO-3 launch
+    ... except ValueError as err:
+    ...     print(str(err)[:69])
+    prm_placement='zero3' shards the PRM with DeepSpeed ZeRO-3 beside the
+
+    ```
     """
     if not zero3_enabled():
         raise ConfigError(ZERO3_REQUIRED)
@@ -242,7 +266,21 @@ class ReadForward(nn.Module):
 def shard(modules: Sequence[nn.Module], read: Callable[..., torch.Tensor], dtype: torch.dtype) -> nn.Module:
     """A DeepSpeed ZeRO-3 inference engine whose forward runs ``read`` over ``modules`` (loaded partitioned).
 
-    Parameters of ``modules`` that are not partitioned yet are partitioned by DeepSpeed here.
+    Parameters of ``modules`` that are not partitioned yet are partitioned by DeepSpeed here. Every rank must call
+    it (tests/test_zero3.py runs it on two processes); without an active ZeRO-3 config it is a ConfigError.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from reasonflux_rl.prm.zero3 import shard
+    >>> linear = torch.nn.Linear(2, 1)
+    >>> try:
+    ...     shard([linear], linear, torch.float32)
+    ... except ValueError as err:
+    ...     print(str(err)[:69])
+    prm_placement='zero3' shards the PRM with DeepSpeed ZeRO-3 beside the
+
+    ```
     """
     import deepspeed
 
