@@ -162,7 +162,9 @@ class RewardArguments:
         default=5.0, metadata={"help": "Hard per-item time limit of answer verification, in seconds."}
     )
     outcome_num_workers: int | None = field(
-        default=None, metadata={"help": "Verification worker processes (default: the cores available)."}
+        default=None,
+        metadata={"help": "Verification worker processes (default: the cores available divided by LOCAL_WORLD_SIZE, the "
+                  "ranks on this node; at least 1)."},
     )
     solution_column: str = field(default="solution", metadata={"help": "Dataset column holding the reference answer."})
     problem_column: str = field(

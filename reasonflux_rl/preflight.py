@@ -295,7 +295,7 @@ def preflight(
     ``user_set``: the training keys the recipe or command line set (see [`check_batch`]). A missing optional
     package ([`missing_packages`]) fails a real start (``require_packages``); a dry run, which may run on a login
     node without the GPU packages, lists it under ``"missing"`` instead."""
-    from .rewards import validate
+    from .rewards import check_placement, validate
 
     report: dict[str, Any] = {}
     prm = validate(reward_args)
@@ -320,6 +320,10 @@ def preflight(
             # Under `accelerate launch` (or with `deepspeed:` set) transformers has built accelerate's plugin and
             # filled the file's "auto" precision from the recipe's bf16 / fp16: what DeepSpeed will start with.
             report["deepspeed"]["bf16"] = plugin.deepspeed_config.get("bf16", {}).get("enabled")
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    stage = report["deepspeed"]["zero_stage"] if "deepspeed" in report else (
+        plugin.deepspeed_config.get("zero_optimization", {}).get("stage") if plugin is not None else None)
+    report["prm_placement"] = check_placement(reward_args, stage)
     if training_args.use_vllm:
         report["vllm"] = {"mode": training_args.vllm_mode}
         if training_args.vllm_mode == "server":

@@ -47,7 +47,8 @@ def validate(args: RewardArguments) -> CheckpointInfo | None:
     ```
     """
     if args.prm_trajectory_name_or_path:
-        inspect_checkpoint(args.prm_trajectory_name_or_path, kind="value_head")
+        inspect_checkpoint(args.prm_trajectory_name_or_path, kind="value_head", key="prm_trajectory_name_or_path",
+                           kind_key=None)
     if not args.prm_name_or_path:
         return None
     if resolve_placement(args.prm_placement, args.prm_server_urls) == SERVER:

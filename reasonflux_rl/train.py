@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from trl import GRPOTrainer, get_peft_config
 
+    from .prm.zero3 import init_deepspeed_comm, zero3_enabled
     from .rewards import build_reward_funcs
 
     if reward_args.thinking_prefilled is None:
@@ -258,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if training_args.eval_strategy != "no" and eval_dataset is None:
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_holdout_size > 0")
+    if zero3_enabled():
+        # With use_cpu (gloo) nothing has started DeepSpeed's own communication layer yet, and zero.Init would read
+        # a world size of 1 at the first model load; on GPUs accelerate has already done this.
+        init_deepspeed_comm()
     reward_funcs, weights = build_reward_funcs(reward_args, num_generations=training_args.num_generations)
     if weights is not None:
         training_args.reward_weights = weights

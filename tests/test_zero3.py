@@ -67,13 +67,15 @@ def test_sharded_prms_score_uneven_slices_in_lockstep_as_replicas_do(tiny_models
                         assert trajectory == pytest.approx(want.trajectory_score, abs=1e-5)
 
 
-def test_two_process_zero3_training_with_the_prm_sharded_beside_the_policy(tiny_models, tmp_path):
-    # The PRM loads with prm_placement zero3 only under an active ZeRO-3 config (else a ConfigError), the same one
-    # that partitions the policy; before this placement, ZeRO-3 on CPU failed at the policy load (world size 1).
+@pytest.mark.parametrize("placement", ["zero3", "replica"])
+def test_two_process_zero3_training_with_the_prm_sharded_or_whole(tiny_models, tmp_path, placement):
+    # zero3: the PRM partitioned by the same ZeRO-3 config as the policy. replica (the R1 recipes' set-up): the PRM
+    # loads whole beside a partitioned policy; it used to load partitioned and fail at its first forward. Before
+    # train started DeepSpeed's communication layer, ZeRO-3 on CPU failed at the policy load (world size 1).
     command = torchrun(
         "-m", "reasonflux_rl.train", "--config", "recipes/smoke/cpu.yaml", "--model_name_or_path",
         str(tiny_models.policy), "--prm_name_or_path", str(tiny_models.prm), "--output_dir", str(tmp_path),
-        "--deepspeed", "deepspeed_configs/zero3.json", "--prm_placement", "zero3", "--ddp_backend", "gloo",
+        "--deepspeed", "deepspeed_configs/zero3.json", "--prm_placement", placement, "--ddp_backend", "gloo",
         "--max_steps", "2", "--report_to", "none",
     )
     proc = subprocess.run(command, cwd=REPO, env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
