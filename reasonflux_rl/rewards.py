@@ -96,6 +96,7 @@ def _scorer_options(args: RewardArguments, num_processes: int) -> dict[str, Any]
         placement=args.prm_placement,
         dtype=args.prm_dtype,
         parts=args.prm_parts,
+        thinking_prefilled=bool(args.thinking_prefilled),
         max_steps=args.prm_max_steps,
         max_length=args.prm_max_length,
         batch_tokens=args.prm_batch_tokens,

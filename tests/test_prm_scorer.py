@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.format import trajectory_steps
 from reasonflux_rl.prm.scorer import StepScorer
 from reference import reference_step_scores
@@ -109,3 +110,19 @@ def test_max_steps_merges_the_tail(scorer):
     finally:
         scorer.max_steps = None
     assert len(result.step_scores) == 3 and result.num_steps == 3
+
+
+def test_thinking_prefilled_reads_a_cut_off_completion_as_thinking(tiny_models):
+    """Under DeepSeek-R1-Distill's template a completion without </think> is thinking cut at the length limit."""
+    from reasonflux_rl.config import RewardArguments
+    from reasonflux_rl.rewards import build_reward
+
+    cut = "Let me try 2 + 2.\n\nIt is 4, or"
+    as_response = load_scorer(tiny_models.prm, parts="thinking").score([PROBLEM], [cut])[0]
+    as_thinking = load_scorer(tiny_models.prm, parts="thinking", thinking_prefilled=True).score([PROBLEM], [cut])[0]
+    assert as_response.num_steps == 0 and as_response.step_scores == []
+    assert as_thinking.num_steps == 2 and len(as_thinking.step_scores) == 2
+    reward = build_reward(RewardArguments(prm_name_or_path=str(tiny_models.prm), thinking_prefilled=True,
+                                          outcome_num_workers=1), device="cpu")
+    assert reward.prm.scorer.thinking_prefilled and reward.outcome.thinking_prefilled
+    reward.close()

@@ -45,6 +45,7 @@ def test_separate_mode_trains_with_two_reward_functions(tiny_models, tmp_path):
         assert "rewards/outcome/mean" in row and "rewards/prm/mean" in row
         outcome, prm = row["rewards/outcome/mean"], row["rewards/prm/mean"]
         assert row["reward"] == pytest.approx(0.75 * outcome + 0.25 * prm, abs=1e-5)
+        assert row["reasonflux/beta"] == 0.25  # logged by the PRM function; TRL applies it as a reward weight
 
 
 def test_separate_weights_contradicting_the_config_are_refused(tiny_models, tmp_path):

@@ -22,8 +22,8 @@ from .truncation import TRUNCATIONS
 
 LOAD_OPTIONS = (
     "kind", "trajectory_prm", "device", "dtype", "batch_tokens", "parts", "max_length", "max_steps", "truncation",
-    "window_overlap", "system_prompt", "step_tag", "good_token", "bad_token", "server_urls", "server_model",
-    "max_inflight",
+    "window_overlap", "system_prompt", "step_tag", "good_token", "bad_token", "thinking_prefilled", "server_urls",
+    "server_model", "max_inflight",
 )
 # Where and how fast the PRM runs: these change no score (the device type and the resolved dtype can, and are
 # recorded by prm_settings instead).
@@ -61,6 +61,8 @@ def add_prm_arguments(parser: argparse.ArgumentParser) -> None:
     add("--bad-token", default=None, help="token_logit: the 'bad step' token")
     add("--trajectory-prm", default=None, help="a value-head PRM whose score becomes each row's trajectory_score")
     add("--parts", default="both", choices=PARTS, help="score the thinking, the response or both")
+    add("--thinking-prefilled", action="store_true",
+        help="the prompts opened the thinking (DeepSeek-R1-Distill): a completion without </think> is cut-off thinking")
     add("--max-length", type=int, default=None, help="PRM context in tokens (default: the model's)")
     add("--max-steps", type=int, default=None, help="cap on steps; the tail merges into the last")
     add("--truncation", default="drop_oldest", choices=TRUNCATIONS, help="inputs longer than --max-length")

@@ -222,6 +222,8 @@ class PRMScorer(ABC):
             whose model runs elsewhere (see [`~reasonflux_rl.prm.remote.RemoteStepScorer`]).
         tokenizer: the PRM's own tokenizer (inputs are always re-tokenised with it).
         max_length: the longest row the PRM reads, in tokens.
+        thinking_prefilled: whether the policy's prompt opened the thinking (DeepSeek-R1-Distill), so that a
+            completion without ``</think>`` is read as cut-off thinking, not as a response.
         engine: the DeepSpeed ZeRO-3 inference engine that runs [`read`] when the PRM is sharded with the policy
             (``prm_placement: zero3``, see [`~reasonflux_rl.prm.zero3`]); every rank then scores in lockstep.
             ``None`` for a replica, which runs [`read`] directly.
@@ -241,6 +243,7 @@ class PRMScorer(ABC):
         padding_side: PaddingSide = "right",
         packed: bool = False,
         pad_id: int | None = None,
+        thinking_prefilled: bool = False,
     ) -> None:
         if parts not in PARTS:
             raise ValueError(f"parts={parts!r} is not one of {PARTS}")
@@ -254,6 +257,7 @@ class PRMScorer(ABC):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.parts = parts
+        self.thinking_prefilled = thinking_prefilled
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
         self.padding_side = padding_side
         self.packed = packed

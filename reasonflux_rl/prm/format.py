@@ -19,12 +19,15 @@ Parts = Literal["both", "thinking", "response"]
 PARTS: tuple[str, ...] = ("both", "thinking", "response")
 
 
-def trajectory_steps(completion: str, parts: Parts = "both", max_steps: int | None = None) -> list[str]:
+def trajectory_steps(
+    completion: str, parts: Parts = "both", max_steps: int | None = None, thinking_prefilled: bool = False
+) -> list[str]:
     """The steps of a completion that the PRM scores: thinking steps, then response steps (blank-line separated).
 
     ``parts`` picks the thinking trajectory (before the last ``</think>``), the final response, or both (the paper's
     default). With ``max_steps``, steps past the cap are merged into the last kept step, so the number of step tags,
-    and so the PRM's work per sample, stays bounded while no text is lost.
+    and so the PRM's work per sample, stays bounded while no text is lost. ``thinking_prefilled`` says the prompt
+    opened the thinking (DeepSeek-R1-Distill), so a completion without ``</think>`` is all thinking, cut off.
 
     Example:
     ```python
@@ -36,12 +39,14 @@ def trajectory_steps(completion: str, parts: Parts = "both", max_steps: int | No
     ['So $x=\\\\boxed{3}$.']
     >>> trajectory_steps(c, max_steps=2)
     ['Try x=2.', 'Wait, x=3.\\n\\nSo $x=\\\\boxed{3}$.']
+    >>> trajectory_steps("Try x=2.\\n\\nWait", parts="thinking", thinking_prefilled=True)
+    ['Try x=2.', 'Wait']
 
     ```
     """
     if parts not in PARTS:
         raise ValueError(f"parts={parts!r} is not one of {PARTS}")
-    trajectory = split_trajectory(completion)
+    trajectory = split_trajectory(completion, thinking_prefilled)
     steps: list[str] = []
     if parts in ("both", "thinking"):
         steps += split_steps(trajectory.thinking)

@@ -22,7 +22,7 @@ SCORERS: dict[str, type[PRMScorer]] = {
 }
 # Options every kind takes: where and how it runs, what it reads, how it batches.
 RUNTIME_OPTIONS = ("device", "dtype", "attn_implementation", "packed", "batch_tokens", "padding_side")
-COMMON_OPTIONS = (*RUNTIME_OPTIONS, "parts", "max_length", "truncation")
+COMMON_OPTIONS = (*RUNTIME_OPTIONS, "parts", "max_length", "truncation", "thinking_prefilled")
 STEP_OPTIONS = ("max_steps", "window_overlap", "step_tag")
 KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     STEP_CLASSIFIER: (*COMMON_OPTIONS, *STEP_OPTIONS, "system_prompt"),
@@ -33,7 +33,7 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
 ALL_OPTIONS = frozenset(name for names in KIND_OPTIONS.values() for name in names)
 # A remote step classifier: what it reads and how it reaches its servers (the model runs there).
 REMOTE_OPTIONS = (
-    "parts", "max_length", "truncation", "batch_tokens", *STEP_OPTIONS, "system_prompt",
+    "parts", "max_length", "truncation", "thinking_prefilled", "batch_tokens", *STEP_OPTIONS, "system_prompt",
     "server_model", "max_inflight", "request_timeout", "retries", "deadline", "check",
 )
 

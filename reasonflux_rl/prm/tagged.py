@@ -85,7 +85,7 @@ class StepTagScorer(PRMScorer):
 
     def encode(self, problem: str, completion: str) -> Encoded:
         """Token rows for one pair under the truncation policy, each checked to hold one tag per step."""
-        steps = trajectory_steps(completion, self.parts, self.max_steps)
+        steps = trajectory_steps(completion, self.parts, self.max_steps, self.thinking_prefilled)
         if not steps:
             return Encoded([], StepScores())
         n = len(steps)

@@ -128,7 +128,7 @@ class ValueHeadScorer(PRMScorer):
         """The part of ``completion`` the head reads (``parts``)."""
         if self.parts == "both":
             return completion
-        trajectory = split_trajectory(completion)
+        trajectory = split_trajectory(completion, self.thinking_prefilled)
         return trajectory.thinking if self.parts == "thinking" else trajectory.response
 
     def encode(self, problem: str, completion: str) -> Encoded:
