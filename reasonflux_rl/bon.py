@@ -522,7 +522,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--problem-field", default="problem", help="the problem: a string or chat messages")
     parser.add_argument("--answer-field", default="solution", help="reference answer")
     parser.add_argument("--candidates-field", default="candidates", help="list of completions per problem")
-    parser.add_argument("--thinking-prefilled", action="store_true", help="input candidates lack the opening <think>")
     parser.add_argument("--workers", type=int, default=None, help="outcome verification processes (default: cores)")
     parser.add_argument("--timeout-seconds", type=float, default=5.0, help="per-candidate verification limit")
     generation = parser.add_argument_group("generation (instead of --candidates-field)")

@@ -62,7 +62,8 @@ def add_prm_arguments(parser: argparse.ArgumentParser) -> None:
     add("--trajectory-prm", default=None, help="a value-head PRM whose score becomes each row's trajectory_score")
     add("--parts", default="both", choices=PARTS, help="score the thinking, the response or both")
     add("--thinking-prefilled", action="store_true",
-        help="the prompts opened the thinking (DeepSeek-R1-Distill): a completion without </think> is cut-off thinking")
+        help="the prompts opened the thinking (DeepSeek-R1-Distill): a completion without </think> is cut-off "
+             "thinking (for the PRM, and for bon's outcome judge)")
     add("--max-length", type=int, default=None, help="PRM context in tokens (default: the model's)")
     add("--max-steps", type=int, default=None, help="cap on steps; the tail merges into the last")
     add("--truncation", default="drop_oldest", choices=TRUNCATIONS, help="inputs longer than --max-length")
