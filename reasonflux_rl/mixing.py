@@ -299,14 +299,13 @@ class PRMReward:
                     "trains on the outcome reward alone"
                 ) from None
             failure = err
-            results = [StepScores() for _ in texts]
         unavailable = failure is not None
         if self.on_failure == "outcome_only":
             # One rank's failure drops the PRM from the whole batch, so no group mixes rows with and without it.
             unavailable = any(gather_batch([unavailable])[0])
-            if unavailable:
-                logger.warning("PRM servers unavailable, this batch trains on the outcome reward alone: %s", failure)
-                results = [StepScores() for _ in texts]
+        if unavailable:
+            logger.warning("PRM servers unavailable, this batch trains on the outcome reward alone: %s", failure)
+            results = [StepScores() for _ in texts]
         raw = [trajectory_reward(r.step_scores, r.trajectory_score, self.aggregation, self.alpha) for r in results]
         return PRMBatch(
             raw=raw,
@@ -317,13 +316,20 @@ class PRMReward:
             unavailable=unavailable,
         )
 
-    def log_transport(self, log_metric: Callable[[str, float], None] | None) -> None:
-        """Log (and reset) a remote scorer's transport counts, if it has any."""
+    def report(
+        self,
+        batch: PRMBatch,
+        log_metric: Callable[[str, float], None] | None,
+        log_extra: Callable[[str, list], None] | None,
+    ) -> None:
+        """What is logged per rank: a remote scorer's transport counts (reset on reading) and the step scores as a
+        column of the completions table (the batch metrics are [`log_batch`]'s)."""
         metrics = getattr(self.scorer, "metrics", None)
-        if metrics is None or log_metric is None:
-            return
-        for name, value in sorted(metrics().items()):
-            log_metric(f"reasonflux/prm_server_{name}", float(value))
+        if metrics is not None and log_metric is not None:
+            for name, value in sorted(metrics().items()):
+                log_metric(f"reasonflux/prm_server_{name}", float(value))
+        if log_extra is not None:
+            log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
 
     def __call__(
         self,
@@ -338,9 +344,7 @@ class PRMReward:
             log_batch(log_metric, batch)
             if self.beta is not None:
                 log_metric("reasonflux/beta", self.beta)
-        self.log_transport(log_metric)
-        if log_extra is not None:
-            log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
+        self.report(batch, log_metric, log_extra)
         return batch.normalised
 
 
@@ -438,9 +442,7 @@ class MixedReward:
             batch = None
         else:
             batch = self.prm.score(prompts, completions, **kwargs)
-            self.prm.log_transport(log_metric)
-            if log_extra is not None:
-                log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
+            self.prm.report(batch, log_metric, log_extra)
             # With beta = 0 the PRM must not change a row, not even by turning a None outcome into 0.
             mixed = mix(outcome, batch.normalised if beta > 0 else [None] * len(outcome), beta)
         if log_metric is not None:

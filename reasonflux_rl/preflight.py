@@ -313,14 +313,13 @@ def preflight(
             )
     report["batch"] = check_batch(training_args, num_processes, user_set)
     deepspeed = deepspeed or training_args.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    plugin = getattr(training_args, "deepspeed_plugin", None)
     if isinstance(deepspeed, str):
         report["deepspeed"] = check_deepspeed(deepspeed)
-        plugin = getattr(training_args, "deepspeed_plugin", None)
         if plugin is not None:
             # Under `accelerate launch` (or with `deepspeed:` set) transformers has built accelerate's plugin and
             # filled the file's "auto" precision from the recipe's bf16 / fp16: what DeepSpeed will start with.
             report["deepspeed"]["bf16"] = plugin.deepspeed_config.get("bf16", {}).get("enabled")
-    plugin = getattr(training_args, "deepspeed_plugin", None)
     stage = report["deepspeed"]["zero_stage"] if "deepspeed" in report else (
         plugin.deepspeed_config.get("zero_optimization", {}).get("stage") if plugin is not None else None)
     report["prm_placement"] = check_placement(reward_args, stage)

@@ -16,6 +16,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..errors import ConfigError
+from .engine import DEFAULT_BATCH_TOKENS
 from .format import DEFAULT_SYSTEM_PROMPT, STEP_TAG, Parts, format_steps
 from .inspect import STEP_CLASSIFIER, CheckpointInfo, PRMCheckpointError, inspect_checkpoint, read_weight_shapes
 from .model import ARCHITECTURE
@@ -112,7 +113,7 @@ class RemoteStepScorer(StepTagScorer):
             server_urls,
             server_model,
             max_inflight=max_inflight,
-            request_tokens=batch_tokens or 16384,
+            request_tokens=batch_tokens or DEFAULT_BATCH_TOKENS,
             timeout=request_timeout,
             retries=retries,
             deadline=deadline,
