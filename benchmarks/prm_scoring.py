@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,8 +46,8 @@ METHODS = ("per_sample", "padded", "ours")
 ROUNDS = 2
 
 
-def make_calls(seed: int = SEED) -> list[dict]:
-    """``CALLS`` calls of ``GROUP`` (problem, completion) pairs with a long-tailed length distribution."""
+def make_calls(seed: int = SEED, calls: int = CALLS, group: int = GROUP) -> list[dict]:
+    """``calls`` calls of ``group`` (problem, completion) pairs with a long-tailed length distribution."""
     from reasonflux_rl.data import load_smoke_math
 
     rng = random.Random(seed)
@@ -56,17 +57,17 @@ def make_calls(seed: int = SEED) -> list[dict]:
     def steps(count: int) -> str:
         return "\n\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))) for _ in range(count))
 
-    calls = []
-    for c in range(CALLS):
-        problem = rows[c]["problem"]
+    out = []
+    for c in range(calls):
+        problem = rows[c % len(rows)]["problem"]
         completions = []
-        for g in range(GROUP):
+        for g in range(group):
             short = rng.randint(3, 8)
             # One trace per call rambles, 8-16x the steps of a typical one.
-            thinking = steps(short * rng.randint(8, 16) if g == c % GROUP else short)
+            thinking = steps(short * rng.randint(8, 16) if g == c % group else short)
             completions.append(f"<think>\n{thinking}\n</think>\n\n{steps(rng.randint(1, 2))}")
-        calls.append({"problem": problem, "completions": completions})
-    return calls
+        out.append({"problem": problem, "completions": completions})
+    return out
 
 
 def _rss_mb() -> float:
@@ -76,7 +77,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _official_inputs(tokenizer, problem: str, completion: str) -> str:
+def official_inputs(tokenizer, problem: str, completion: str) -> str:
     from reasonflux_rl.prm.format import DEFAULT_SYSTEM_PROMPT, trajectory_steps
 
     messages = [
@@ -85,6 +86,31 @@ def _official_inputs(tokenizer, problem: str, completion: str) -> str:
         {"role": "assistant", "content": "<extra_0>".join(trajectory_steps(completion)) + "<extra_0>"},
     ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def baseline_scorer(method: str, model, tokenizer) -> Callable[[dict], list[list[float]]]:
+    """The step scores of one call by a baseline ``method`` (``per_sample`` or ``padded``), with ``model`` (a
+    ``Qwen2ForProcessRewardModel``) on its device."""
+    import torch
+
+    tag = tokenizer.convert_tokens_to_ids("<extra_0>")
+
+    @torch.inference_mode()
+    def score(call: dict) -> list[list[float]]:
+        texts = [official_inputs(tokenizer, call["problem"], c) for c in call["completions"]]
+        if method == "per_sample":
+            out = []
+            for text in texts:
+                input_ids = tokenizer.encode(text, return_tensors="pt").to(model.device)
+                probabilities = torch.softmax(model(input_ids=input_ids).float(), dim=-1)
+                out.append(probabilities[input_ids == tag][:, 1].tolist())
+            return out
+        batch = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt").to(model.device)
+        probabilities = torch.softmax(model(**batch).float(), dim=-1)
+        is_tag = (batch["input_ids"] == tag) & batch["attention_mask"].bool()
+        return [probabilities[j][is_tag[j]][:, 1].tolist() for j in range(len(texts))]
+
+    return score
 
 
 def worker(method: str, prm: str, data: str, out: str, batch_tokens: int | None) -> None:
@@ -106,22 +132,7 @@ def worker(method: str, prm: str, data: str, out: str, batch_tokens: int | None)
     else:
         tokenizer = AutoTokenizer.from_pretrained(prm)
         model = Qwen2ForProcessRewardModel.from_pretrained(prm, dtype=torch.float32, attn_implementation="sdpa").eval()
-        tag = tokenizer.convert_tokens_to_ids("<extra_0>")
-
-        @torch.inference_mode()
-        def score(call: dict) -> list[list[float]]:
-            texts = [_official_inputs(tokenizer, call["problem"], c) for c in call["completions"]]
-            if method == "per_sample":
-                out = []
-                for text in texts:
-                    input_ids = tokenizer.encode(text, return_tensors="pt")
-                    probabilities = torch.softmax(model(input_ids=input_ids), dim=-1)
-                    out.append(probabilities[input_ids == tag][:, 1].tolist())
-                return out
-            batch = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")
-            probabilities = torch.softmax(model(**batch), dim=-1)
-            is_tag = (batch["input_ids"] == tag) & batch["attention_mask"].bool()
-            return [probabilities[j][is_tag[j]][:, 1].tolist() for j in range(len(texts))]
+        score = baseline_scorer(method, model, tokenizer)
 
     warm = {"problem": calls[0]["problem"], "completions": calls[0]["completions"][1:3]}
     score(warm)
@@ -143,7 +154,8 @@ def _run(method: str, prm: Path, data: Path, tmp: Path, batch_tokens: int | None
     return json.loads(out.read_text())
 
 
-def _max_diff(a: list, b: list) -> float:
+def max_diff(a: list, b: list) -> float:
+    """The largest difference between two nestings of step scores (calls, samples, steps)."""
     flat = [(x, y) for ca, cb in zip(a, b) for ra, rb in zip(ca, cb) for x, y in zip(ra, rb, strict=True)]
     return max(abs(x - y) for x, y in flat)
 
@@ -181,7 +193,7 @@ def measure(sweep_budgets: bool) -> dict:
         data = tmp / "calls.json"
         data.write_text(json.dumps(calls))
         tokenizer = AutoTokenizer.from_pretrained(prm)
-        lengths = [len(tokenizer.encode(_official_inputs(tokenizer, call["problem"], c)))
+        lengths = [len(tokenizer.encode(official_inputs(tokenizer, call["problem"], c)))
                    for call in calls for c in call["completions"]]
         tokens = sum(lengths)
         # Rounds interleave the methods, and each method keeps its fastest round: on a shared machine a burst of
@@ -222,8 +234,8 @@ def measure(sweep_budgets: bool) -> dict:
         "speedup_vs_padded": round(rate["ours"] / rate["padded"], 2),
         **{f"peak_rss_mb_{m}": round(results[m]["peak_rss_mb"]) for m in METHODS},
         **{f"peak_over_baseline_mb_{m}": round(results[m]["peak_over_baseline_mb"]) for m in METHODS},
-        "max_abs_diff_ours_vs_per_sample": _max_diff(results["ours"]["scores"], results["per_sample"]["scores"]),
-        "max_abs_diff_padded_vs_per_sample": _max_diff(results["padded"]["scores"],
+        "max_abs_diff_ours_vs_per_sample": max_diff(results["ours"]["scores"], results["per_sample"]["scores"]),
+        "max_abs_diff_padded_vs_per_sample": max_diff(results["padded"]["scores"],
                                                        results["per_sample"]["scores"]),
     }
     if sweep:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -236,7 +237,8 @@ class PRMReward:
     Use it on its own, or beside the outcome reward with ``reward_weights: [1 - beta, beta]`` (see the README for how
     that interacts with ``multi_objective_aggregation``; ``beta`` is then only logged). It logs
     ``reasonflux/prm_mean`` (raw), ``prm_std``, ``prm_normalised_mean``, ``prm_missing``, ``prm_unavailable``,
-    ``steps_mean`` and ``dropped_step_frac`` over the whole batch (see [`log_batch`]), a remote scorer's transport
+    ``steps_mean`` and ``dropped_step_frac`` over the whole batch (see [`log_batch`]), this rank's PRM wall seconds
+    (``prm_seconds``), a remote scorer's transport
     counts as ``reasonflux/prm_server_<count>`` (per rank), and the step scores as a ``prm_step_scores`` column of
     the completions table.
 
@@ -339,8 +341,10 @@ class PRMReward:
         log_extra: Callable[[str, list], None] | None = None,
         **kwargs: Any,
     ) -> list[Score]:
+        start = time.perf_counter()
         batch = self.score(prompts, completions, **kwargs)
         if log_metric is not None:
+            log_metric("reasonflux/prm_seconds", time.perf_counter() - start)
             log_batch(log_metric, batch)
             if self.beta is not None:
                 log_metric("reasonflux/beta", self.beta)
@@ -356,7 +360,8 @@ class MixedReward:
     [`~reasonflux_rl.schedule.beta_at`]) moves beta over ``beta_schedule_steps`` optimizer steps (default: the run's
     ``max_steps``), read from TRL's ``trainer_state``. Besides [`PRMReward`]'s metrics it logs
     ``reasonflux/outcome_mean``, ``mixed_mean``, ``beta``, ``outcome_missing`` and ``prm_outcome_corr`` (Pearson
-    correlation of raw PRM score and outcome within the batch).
+    correlation of raw PRM score and outcome within the batch), and this rank's wall seconds in the outcome reward
+    and the PRM (``reasonflux/outcome_seconds``, ``prm_seconds``).
 
     Example:
     ```python
@@ -436,16 +441,22 @@ class MixedReward:
     ) -> list[Score]:
         kwargs.pop("completion_ids", None)
         beta = self.current_beta(trainer_state)
+        start = time.perf_counter()
         outcome = self.outcome(completions=completions, log_metric=log_metric, log_extra=log_extra, **kwargs)
+        seconds = {"outcome": time.perf_counter() - start}
         if self.prm is None:
             mixed = mix(outcome, [None] * len(outcome), beta)
             batch = None
         else:
+            start = time.perf_counter()
             batch = self.prm.score(prompts, completions, **kwargs)
+            seconds["prm"] = time.perf_counter() - start
             self.prm.report(batch, log_metric, log_extra)
             # With beta = 0 the PRM must not change a row, not even by turning a None outcome into 0.
             mixed = mix(outcome, batch.normalised if beta > 0 else [None] * len(outcome), beta)
         if log_metric is not None:
             log_metric("reasonflux/beta", beta)
+            for part, value in seconds.items():
+                log_metric(f"reasonflux/{part}_seconds", value)
             log_batch(log_metric, batch, outcome, mixed)
         return mixed

@@ -12,14 +12,14 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import ConfigError
-
 
 # accelerate (``DeepSpeedPlugin._deepspeed_config_checks``, 1.15) refuses to start when a config that names a
 # ``deepspeed_config_file`` also sets any of these: the DeepSpeed file must hold them. ``launch`` counts the keys of
@@ -73,6 +73,49 @@ def read_accelerate_config(path: str | Path) -> dict[str, Any]:
                 f"the DeepSpeed file ({deepspeed}) or, for bf16, in the recipe (bf16: true with \"auto\" in the file)"
             )
     return {"num_processes": int(config.get("num_processes", 1)), "deepspeed": deepspeed}
+
+
+@contextmanager
+def gpu_checks_at_launch(num_processes: int) -> Iterator[list[str]]:
+    """Parse a recipe on a machine without a GPU (a login node) as the GPU nodes will: what only the GPU can tell
+    is listed in the yielded list, to be checked at launch, instead of failing the parse.
+
+    transformers refuses ``bf16: true`` while parsing when it finds no GPU; inside this context it takes the GPU
+    nodes' word for it. A real start never runs inside it, so it still refuses bf16 without a GPU. On a machine with
+    a GPU nothing is deferred.
+
+    Example:
+    ```python
+    >>> from transformers import TrainingArguments
+    >>> from reasonflux_rl.preflight import gpu_checks_at_launch
+    >>> with gpu_checks_at_launch(num_processes=8) as deferred:
+    ...     args = TrainingArguments(output_dir="out", bf16=True, report_to="none")
+    >>> args.bf16, deferred  # on a machine without a GPU
+    (True, ['bf16 on GPU (this machine has no GPU)', '8 processes, one GPU each (this machine has none)'])
+
+    ```
+    """
+    import torch
+    from transformers import training_args
+
+    deferred: list[str] = []
+    if torch.cuda.is_available():
+        yield deferred
+        return
+    probe = training_args.is_torch_bf16_gpu_available
+
+    def bf16_on_the_gpu_nodes() -> bool:
+        if "bf16 on GPU (this machine has no GPU)" not in deferred:
+            deferred.insert(0, "bf16 on GPU (this machine has no GPU)")
+        return True
+
+    training_args.is_torch_bf16_gpu_available = bf16_on_the_gpu_nodes
+    deferred.append(f"{num_processes} process{'es' if num_processes != 1 else ''}, one GPU each "
+                    "(this machine has none)")
+    try:
+        yield deferred
+    finally:
+        training_args.is_torch_bf16_gpu_available = probe
 
 
 def _per_step(completions: int, generations: int) -> int | float:

@@ -8,6 +8,7 @@ Run ``reasonflux-rl train --config recipes/smoke/cpu.yaml [--key value ...]`` or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,9 +22,10 @@ from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser
 from .config import RewardArguments
 from .data import load_table
 from .errors import ConfigError
-from .preflight import check_deepspeed, preflight, read_accelerate_config
+from .preflight import check_deepspeed, gpu_checks_at_launch, preflight, read_accelerate_config
 from .prm.format import DEFAULT_SYSTEM_PROMPT
 from .trajectory import THINK_OPEN
+
 
 @dataclass
 class TrainScriptArguments(ScriptArguments):
@@ -222,12 +224,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         accelerate = read_accelerate_config(options["accelerate_config"])
         num_processes = num_processes or accelerate["num_processes"]
         deepspeed = accelerate["deepspeed"]
-    # A dry run parses the recipe as the launch it describes will, not as the single process it is.
+    # A dry run parses the recipe as the launch it describes will, not as the single process it is, and on a login
+    # node without a GPU leaves what only the GPU can tell (bf16) to the launch.
     parser = make_parser(num_processes if options["dry_run"] else None)
-    try:
-        script_args, training_args, model_args, reward_args = parser.parse_args_and_config(args)
-    except ValueError as err:  # GRPOConfig's batch rules and the like: bad input, not a bug
-        raise ConfigError(str(err)) from None
+    gpu_checks = gpu_checks_at_launch(num_processes or 1) if options["dry_run"] else contextlib.nullcontext([])
+    with gpu_checks as deferred:
+        try:
+            script_args, training_args, model_args, reward_args = parser.parse_args_and_config(args)
+        except ValueError as err:  # GRPOConfig's batch rules and the like: bad input, not a bug
+            raise ConfigError(str(err)) from None
     # Sweeps name each run, and give it its own directory, after its reward settings, e.g.
     # run_name: r1d7b-beta{prm_beta}-{prm_normalisation}; output_dir: outputs/r1d7b/beta{prm_beta}-{prm_normalisation}
     training_args.run_name = _name_after_reward("run_name", training_args.run_name, reward_args)
@@ -240,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = preflight(training_args, model_args, reward_args, num_processes=num_processes, deepspeed=deepspeed,
                        user_set=_user_set(args), require_packages=not options["dry_run"])
     if options["dry_run"]:
+        report["checked_at_launch"] = deferred
         print(json.dumps(report, indent=2, default=str))
         return
     if "wandb" in (training_args.report_to or []):

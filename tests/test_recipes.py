@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from health_stub import health_server
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.pooling_server import PoolingServer
-from reasonflux_rl.preflight import check_deepspeed, read_accelerate_config
+from reasonflux_rl.preflight import check_deepspeed, gpu_checks_at_launch, read_accelerate_config
 from reasonflux_rl.train import main as train_main
 from reasonflux_rl.train import make_parser
 
@@ -45,7 +46,8 @@ def prm_server(tiny_models):
 
 def tiny_overrides(tiny_models, recipe, prm_server=None):
     config = yaml.safe_load(recipe.read_text())
-    argv = ["--model_name_or_path", str(tiny_models.policy), "--use_cpu"]
+    # No --use_cpu: a dry run on this GPU-less machine must pass as it does on a login node.
+    argv = ["--model_name_or_path", str(tiny_models.policy)]
     if config.get("prm_name_or_path"):
         argv += ["--prm_name_or_path", str(tiny_models.prm)]
     if config.get("prm_server_urls") and prm_server is not None:
@@ -62,7 +64,8 @@ def dry_run(recipe, extra, capsys):
 def test_recipe_parses_and_dry_run_passes(recipe, tiny_models, vllm_health_server, prm_server, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     overrides = tiny_overrides(tiny_models, recipe, prm_server)
-    make_parser().parse_args_and_config(["--config", str(recipe), *overrides])
+    with gpu_checks_at_launch(num_processes=1):  # bf16 recipes parse here as on a GPU node
+        make_parser().parse_args_and_config(["--config", str(recipe), *overrides])
     extra = overrides + ["--vllm_server_port", str(vllm_health_server)]
     if recipe.parent == R1:
         extra += ["--accelerate_config", "recipes/accelerate/zero3_1node_8gpu.yaml"]
@@ -76,6 +79,40 @@ def test_recipe_parses_and_dry_run_passes(recipe, tiny_models, vllm_health_serve
                                    "completions_per_generation_batch": 192, "prompts_per_generation_batch": 32}
         assert report["deepspeed"]["zero_stage"] == 3
         assert sorted(m["package"] for m in report["missing"]) == sorted(ABSENT)
+    config = yaml.safe_load(recipe.read_text())
+    bf16_deferred = "bf16 on GPU (this machine has no GPU)" in report["checked_at_launch"]
+    assert bf16_deferred == (bool(config.get("bf16")) and not torch.cuda.is_available())
+    if "bf16" in config:
+        assert report["optimisation"]["bf16"] is config["bf16"]
+
+
+def test_readme_dry_run_passes_on_a_machine_without_a_gpu(tiny_models):
+    # The README's line as a user types it on a login node: the policy stays the hub id, only the PRM checkpoint
+    # path is this machine's.
+    recipe = "recipes/r1_distill_qwen_7b/reasonflux_prm_mixed.yaml"
+    command = [sys.executable, "-m", "reasonflux_rl", "train", "--config", recipe, "--dry-run",
+               "--accelerate_config", "recipes/accelerate/zero3_1node_8gpu.yaml",
+               "--prm_name_or_path", str(tiny_models.prm)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report, _ = json.JSONDecoder().raw_decode(proc.stdout[re.search(r"^\{", proc.stdout, re.M).start():])
+    assert report["policy"] == {"path": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "where": "hub", "use_peft": False}
+    assert report["checked_at_launch"] == ["bf16 on GPU (this machine has no GPU)",
+                                           "8 processes, one GPU each (this machine has none)"]
+    assert report["batch"]["completions_per_optimizer_step"] == 192
+
+
+def test_a_real_start_still_refuses_bf16_without_a_gpu(tiny_models, monkeypatch):
+    import transformers.training_args
+
+    monkeypatch.chdir(REPO)
+    # As on any machine without a GPU, whatever this one has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(transformers.training_args, "is_torch_bf16_gpu_available", lambda: False)
+    recipe = R1 / "reasonflux_prm_mixed.yaml"
+    with pytest.raises(ConfigError, match="doesn't support bf16/gpu"):
+        train_main(["--config", str(recipe), *tiny_overrides(tiny_models, recipe)])
 
 
 def test_the_three_paper_arms_differ_only_in_reward_keys():
@@ -263,11 +300,12 @@ def test_dry_run_lists_missing_packages_that_a_real_start_requires(tiny_models, 
     assert [(m["package"], m["needed_by"]) for m in missing] == [
         ("vllm", "use_vllm=True (vllm_mode='colocate')"), ("flash_attn", "attn_implementation='flash_attention_2'")
     ]
-    # A real start stops before any weights load (the policy here is a hub id nothing could download).
+    # A real start stops before any weights load (the policy here is a hub id nothing could download); --use_cpu
+    # gets this GPU-less machine past bf16 to the check under test.
     with pytest.raises(ConfigError, match=r"use_vllm=True \(vllm_mode='colocate'\) needs the vllm package, which is "
                                           r"not installed .*attn_implementation='flash_attention_2' needs the "
                                           r"flash_attn package"):
-        train_main(argv)
+        train_main([*argv, "--use_cpu"])
 
 
 def test_present_optional_packages_are_not_reported(tmp_path, monkeypatch):
@@ -371,9 +409,10 @@ def test_sweep_metric_is_what_the_reward_logs_during_evaluation(tiny_models):
 def test_launch_that_cannot_work_fails_at_start(tiny_models, monkeypatch, extra, message):
     monkeypatch.chdir(REPO)
     recipe = R1 / "reasonflux_prm_mixed.yaml"
-    # No --dry-run: a real start must fail the same way, before the policy (a hub id here) is loaded.
+    # No --dry-run: a real start must fail the same way, before the policy (a hub id here) is loaded; --use_cpu so
+    # that this GPU-less machine gets past bf16 to the check under test.
     with pytest.raises(ConfigError, match=message):
-        train_main(["--config", str(recipe), *tiny_overrides(tiny_models, recipe), *extra])
+        train_main(["--config", str(recipe), *tiny_overrides(tiny_models, recipe), "--use_cpu", *extra])
 
 
 def test_two_process_zero2_training_with_the_mixed_reward(tiny_models, tmp_path):

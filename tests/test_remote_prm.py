@@ -124,6 +124,30 @@ def test_remote_scores_equal_local_scores(tiny_models, server, pairs, options):
         assert any(r.dropped_steps for r in got) or options.get("truncation") == "windows"
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_reference_server_refuses_a_body_that_is_not_declared_json(server, content_type):
+    import http.client
+    from urllib.parse import urlsplit
+
+    body = json.dumps({"model": server.model_name, "input": [[1, 2]], "task": "token_classify"}).encode()
+
+    def post(headers: dict) -> tuple[int, dict]:
+        # http.client sends exactly these headers (urllib would add a form content type to a bare POST).
+        connection = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=10)
+        try:
+            connection.request("POST", "/pooling", body=body, headers=headers)
+            answer = connection.getresponse()
+            return answer.status, json.loads(answer.read())
+        finally:
+            connection.close()
+
+    status, answer = post({} if content_type is None else {"Content-Type": content_type})
+    assert status == 400
+    assert answer["error"]["message"] == "Unsupported Media Type: Only 'application/json' is allowed"
+    status, answer = post({"Content-Type": "application/json; charset=utf-8"})
+    assert status == 200 and len(answer["data"]) == 1
+
+
 def test_requests_are_spread_over_servers_within_the_inflight_bound(tiny_models, pairs):
     gauge = Gauge()
     with FaultyServer(tiny_models.prm, delay=0.05, gauge=gauge) as one, \

@@ -20,8 +20,9 @@ PaddingSide = Literal["right", "left"]
 PADDING_SIDES: tuple[str, ...] = ("right", "left")
 
 
-# What one more forward pass costs beyond its tokens (kernel launches, Python), in padded-token equivalents: a
-# bucket split is worth it when it saves more padding than this.
+# What one more forward pass costs beyond its tokens (kernel launches, Python, a small batch's idle compute), in
+# padded-token equivalents: a bucket split is worth it when it saves more padding than this. See
+# PRMScorer.batch_overhead for the value used on each device.
 BATCH_OVERHEAD_TOKENS = 256
 
 

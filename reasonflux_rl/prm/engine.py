@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .batching import PADDING_SIDES, PaddingSide, build_batch, length_buckets
+from .batching import BATCH_OVERHEAD_TOKENS, PADDING_SIDES, Batch, PaddingSide, build_batch, length_buckets
 from .format import PARTS, Parts
 from .results import StepScores
 from .zero3 import agree_passes, load_partitioned, shard
@@ -28,6 +28,14 @@ from .zero3 import agree_passes, load_partitioned, shard
 # past a few thousand tokens leaves the caches and runs slower per token (benchmarks/prm_scoring.py --sweep).
 DEFAULT_BATCH_TOKENS = 16384
 DEFAULT_CPU_BATCH_TOKENS = 4096
+# What one more forward pass costs, in padded tokens (see length_buckets). A pass has a fixed cost in time
+# (launching every layer's kernels, a small batch's idle compute); in tokens that is the time over the time per token,
+# so it shrinks as the model grows. On an H200 one more pass cost about what 3e12 parameter-tokens cost: 1.5B
+# scored fastest with ~2000 tokens, 7B with ~250 (benchmarks/results/gpu-h200-*.json, ``ours_by_batch_overhead``).
+# On CPU the cost is flat and small.
+PASS_COST_PARAMETER_TOKENS = 3e12
+BATCH_OVERHEAD_RANGE = (256, 4096)
+DEFAULT_CPU_BATCH_OVERHEAD = BATCH_OVERHEAD_TOKENS
 ATTENTION_AUTO = "auto"
 
 
@@ -66,6 +74,28 @@ def default_batch_tokens(device: torch.device) -> int:
     ```
     """
     return DEFAULT_CPU_BATCH_TOKENS if device.type == "cpu" else DEFAULT_BATCH_TOKENS
+
+
+def default_batch_overhead(device: torch.device, num_parameters: int) -> int:
+    """What one more forward pass of a model of ``num_parameters`` costs in padded tokens, when length buckets are
+    cut (see [`~reasonflux_rl.prm.batching.length_buckets`]): on an accelerator 3e12 parameter-tokens, within
+    [256, 4096]; 256 on CPU.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from reasonflux_rl.prm.engine import default_batch_overhead
+    >>> [default_batch_overhead(torch.device("cuda"), n) for n in (1.5e9, 7.6e9, 72e9)]
+    [2000, 395, 256]
+    >>> default_batch_overhead(torch.device("cpu"), 7e9)
+    256
+
+    ```
+    """
+    if device.type == "cpu":
+        return DEFAULT_CPU_BATCH_OVERHEAD
+    low, high = BATCH_OVERHEAD_RANGE
+    return int(min(high, max(low, round(PASS_COST_PARAMETER_TOKENS / max(num_parameters, 1)))))
 
 
 def resolve_attention(attn_implementation: str | None, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -259,6 +289,8 @@ class PRMScorer(ABC):
         self.parts = parts
         self.thinking_prefilled = thinking_prefilled
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
+        # None: read from the device at scoring time, when a ZeRO-3 engine knows the rank's device.
+        self.batch_overhead: int | None = None
         self.padding_side = padding_side
         self.packed = packed
         if pad_id is None:
@@ -293,6 +325,12 @@ class PRMScorer(ABC):
             return torch.device("cpu")
         return next(self.backbone.parameters()).device
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the modules [`read`] runs (whole, also when ZeRO-3 holds a shard of each here)."""
+        return sum(getattr(p, "ds_numel", p.numel()) for m in self.sharded_modules() if m is not None
+                   for p in m.parameters())
+
     def sharded_modules(self) -> list[nn.Module]:
         """The modules [`read`] runs, which a ZeRO-3 engine partitions and gathers (the backbone unless a kind's
         head has weights of its own)."""
@@ -316,24 +354,28 @@ class PRMScorer(ABC):
         no rows) runs one-token dummy passes (through the head too) for the rest.
         """
         outputs: list[list[float]] = [[] for _ in rows]
-        buckets = length_buckets([len(r) for r in rows], self.batch_tokens, self.packed)
+        overhead = self.batch_overhead or default_batch_overhead(self.device, self.num_parameters)
+        buckets = length_buckets([len(r) for r in rows], self.batch_tokens, self.packed, overhead)
         # Agreed before any pass: a collective between two forwards would meet another rank's weight gathering.
         passes = len(buckets) if self.engine is None else agree_passes(len(buckets), self.device)
-        for bucket in buckets:
-            for k, out in zip(bucket, self.forward_rows([rows[k] for k in bucket])):
-                outputs[k] = out
+        # Every pass is queued before any result is copied back: a copy waits for the device, and the host would
+        # otherwise sit idle there instead of preparing and launching the next pass.
+        launched = [(bucket, self.launch_rows([rows[k] for k in bucket])) for bucket in buckets]
         for _ in range(passes - len(buckets)):
-            self.forward_rows([[self.pad_id]], read_positions=[[0]])
+            self.launch_rows([[self.pad_id]], read_positions=[[0]])
+        for bucket, (probabilities, counts) in launched:
+            for k, out in zip(bucket, _split(probabilities.tolist(), counts)):
+                outputs[k] = out
         return outputs
 
-    def forward_rows(
+    def launch_rows(
         self, rows: list[list[int]], read_positions: list[list[int]] | None = None
-    ) -> list[list[float]]:
-        """One forward pass over ``rows``; the head's probabilities at each row's read positions (by default
-        [`read_positions`])."""
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Queue one forward pass over ``rows``: the head's probabilities at the read positions, all rows' end to
+        end, still on the device, and how many belong to each row."""
         if read_positions is None:
             read_positions = [self.read_positions(r) for r in rows]
-        batch = build_batch(rows, read_positions, self.pad_id, self.padding_side, self.packed)
+        batch: Batch = build_batch(rows, read_positions, self.pad_id, self.padding_side, self.packed)
         device = self.device
         # inference_mode mixed with ZeRO-3 training has failed in DeepSpeed's ZeRO-3 linear ("Inference tensors cannot
         # be saved for backward"); no_grad costs nothing more here, and is how TRL runs its ZeRO-3 reference model.
@@ -344,12 +386,8 @@ class PRMScorer(ABC):
                 None if batch.attention_mask is None else batch.attention_mask.to(device),
                 batch.position_ids.to(device),
                 batch.read_index.to(device),
-            ).float().tolist()
-        out, start = [], 0
-        for count in batch.counts:
-            out.append(probabilities[start : start + count])
-            start += count
-        return out
+            ).float()
+        return probabilities, batch.counts
 
     def read(
         self,
@@ -364,3 +402,12 @@ class PRMScorer(ABC):
         ).last_hidden_state
         # The head runs on the read positions only: a few rows per sample instead of every token.
         return self.head(hidden.reshape(-1, hidden.shape[-1])[read_index])
+
+
+def _split(values: list[float], counts: list[int]) -> list[list[float]]:
+    """``values`` cut into consecutive runs of ``counts[j]`` values."""
+    out, start = [], 0
+    for count in counts:
+        out.append(values[start : start + count])
+        start += count
+    return out

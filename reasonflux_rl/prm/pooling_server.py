@@ -45,7 +45,8 @@ class PoolingServer:
     >>> with PoolingServer(write_tiny_models(tempfile.mkdtemp()).prm, model_name="tiny-prm") as server:
     ...     ids = server.tokenizer.encode("Step one.<extra_0>Step two.<extra_0>")
     ...     request = urllib.request.Request(f"{server.url}/pooling", method="POST", data=json.dumps(
-    ...         {"model": "tiny-prm", "input": [ids], "task": "token_classify"}).encode())
+    ...         {"model": "tiny-prm", "input": [ids], "task": "token_classify"}).encode(),
+    ...         headers={"Content-Type": "application/json"})
     ...     answer = json.loads(urllib.request.urlopen(request).read())
     >>> rows = answer["data"][0]["data"]
     >>> len(rows), [round(sum(row), 6) for row in rows]
@@ -190,6 +191,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path != "/pooling":
             self._send(*_error(HTTPStatus.NOT_FOUND, f"no route {self.path}"))
+            return
+        # vLLM validates the media type before the body, and answers a request validation error (400).
+        media_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            self._send(*_error(HTTPStatus.BAD_REQUEST, "Unsupported Media Type: Only 'application/json' is allowed"))
             return
         try:
             request = json.loads(body)

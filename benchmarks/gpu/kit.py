@@ -1,0 +1,556 @@
+"""The GPU kit: what only a GPU can measure, in one prepared run that writes one JSON file.
+
+Run through ``benchmarks/gpu/run.sh`` (it installs the wheels ``prepare.sh`` fetched first), or directly:
+``python benchmarks/gpu/kit.py --out gpu.json [--cpu]``. ``--cpu`` runs every section on the CPU at tiny sizes, so
+the code is checked without a GPU (the test suite does this). Sections, each recorded even when another fails:
+
+1. ``matmul_peak``: the bf16 matrix-product rate of this GPU (an 8192^3 product), the ceiling of the next section.
+2. ``prm_scoring``: random-weight step classifiers of the Qwen2.5-1.5B and 7B shapes (built on the GPU in bf16, SDPA)
+   score R1-shaped traces (``benchmarks/prm_scoring.py``'s length mix, capped at 4096 tokens) three ways: one sample
+   per forward (the model card's loop), one padded batch per call (TRL's reward-model path) and ours
+   (``StepScorer.score``). Tokens/s of each, peak GPU memory above the weights, and each method's model FLOPs over
+   its time as a fraction of the measured peak. Targets: ours >= 50% of peak on the 7B shape, >= 2x per-sample.
+3. ``bf16_vs_fp32``: the step scores of ours in bf16 against fp32 on the same (bf16-representable) weights.
+4. ``grpo_smoke``: ``reasonflux-rl train --config recipes/smoke/gpu.yaml`` for 2 steps (tiny policy and PRM, bf16,
+   PRM replica on the GPU); it must finish and log the reward metrics.
+5. ``reward_share``: one GRPO step of a 0.5B-shape random policy with the 1.5B-shape PRM (8 prompts x 8 completions,
+   512 new tokens, transformers generation): seconds in generation, the outcome reward, PRM scoring, the optimizer
+   step and the rest (log-probabilities, loss, backward), from TRL's own profiling and the reward's metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+# Qwen2.5 shapes (their config.json files); the vocabulary only sizes the embedding, which a PRM does not multiply.
+QWEN_0_5B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+             "num_key_value_heads": 2, "tie_word_embeddings": True}
+QWEN_1_5B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+             "num_key_value_heads": 2}
+QWEN_7B = {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+           "num_key_value_heads": 4}
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2}
+QWEN_VOCAB = 151936
+TINY_B = {**TINY, "num_hidden_layers": 3}
+SHAPES = {"qwen2.5-1.5b": QWEN_1_5B, "qwen2.5-7b": QWEN_7B, "tiny-a": TINY, "tiny-b": TINY_B}
+PEAK_TARGET = 0.5
+PER_SAMPLE_TARGET = 2.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What each section runs at: the GPU's sizes, or tiny ones for ``--cpu``."""
+
+    device: str
+    matmul: int
+    prm_shapes: dict[str, dict[str, Any]]
+    calls: int
+    group: int
+    max_length: int
+    rounds: int
+    share_policy: dict[str, Any]
+    share_prm: str
+    share_prompts: int
+    share_generations: int
+    share_new_tokens: int
+    vocab_size: int | None = QWEN_VOCAB
+
+
+GPU = Sizes(device="cuda", matmul=8192, prm_shapes={"qwen2.5-1.5b": QWEN_1_5B, "qwen2.5-7b": QWEN_7B}, calls=8,
+            group=8, max_length=4096, rounds=3, share_policy=QWEN_0_5B, share_prm="qwen2.5-1.5b", share_prompts=8,
+            share_generations=8, share_new_tokens=512)
+CPU = Sizes(device="cpu", matmul=256, prm_shapes={"tiny-a": TINY, "tiny-b": TINY_B},
+            calls=2, group=4, max_length=4096, rounds=1, share_policy=TINY, share_prm="tiny-a", share_prompts=2,
+            share_generations=4, share_new_tokens=16, vocab_size=None)
+
+
+def log(message: str) -> None:
+    print(f"[gpu-kit {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def release_memory(sizes: Sizes) -> None:
+    """Hand the last section's GPU memory back, so the next section's peak is its own."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if sizes.device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def environment(sizes: Sizes) -> dict[str, Any]:
+    """The machine and the versions the measurements ran with."""
+    import importlib.metadata
+
+    import torch
+
+    versions = {}
+    for name in ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "deepspeed", "math-verify",
+                 "wandb", "pyarrow", "tokenizers", "huggingface-hub"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    env: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(), "versions": versions,
+                           "cpu_count": os.cpu_count()}
+    if sizes.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                   multiprocessors=props.multi_processor_count, cuda=torch.version.cuda,
+                   flash_attn=importlib.util.find_spec("flash_attn") is not None)
+    else:
+        env["gpu"] = None
+    return env
+
+
+def matmul_peak(sizes: Sizes) -> dict[str, Any]:
+    """Mean rate of ten ``n x n @ n x n`` products in bf16 (fp32 on CPU) on random data, after three warm-ups."""
+    import torch
+
+    n = sizes.matmul
+    dtype = torch.bfloat16 if sizes.device == "cuda" else torch.float32
+    a = torch.randn(n, n, device=sizes.device, dtype=dtype)
+    b = torch.randn(n, n, device=sizes.device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(sizes.device)
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    synchronize(sizes.device)
+    seconds = (time.perf_counter() - start) / 10
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": round(2 * n**3 / seconds / 1e12, 1)}
+
+
+def _random_prm(shape: dict[str, Any], sizes: Sizes, tokenizer, dtype):
+    """A step classifier of ``shape`` with random weights, built where it runs; its head is widened (as the tiny
+    PRM's) so that step scores spread over (0, 1) instead of all sitting at 0.5."""
+    import torch
+    from transformers import Qwen2Config
+
+    from reasonflux_rl.prm.model import Qwen2ForProcessRewardModel
+
+    config = Qwen2Config(vocab_size=sizes.vocab_size or len(tokenizer), max_position_embeddings=sizes.max_length,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
+    torch.manual_seed(0)
+    with torch.device(sizes.device):
+        model = Qwen2ForProcessRewardModel._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    with torch.no_grad():
+        for layer in (model.score[0], model.score[2]):
+            layer.weight.normal_(0.0, 2.0 / layer.in_features**0.5)
+    return model.eval()
+
+
+def _model_flops(model, lengths: list[int]) -> float:
+    """Forward FLOPs on the real tokens: 2 x the non-embedding parameters per token, plus causal attention's
+    2 x layers x length^2 x hidden per sequence (QK^T and AV over the lower triangle)."""
+    config = model.config
+    dense = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    return sum(2 * dense * n + 2 * config.num_hidden_layers * n * n * config.hidden_size for n in lengths)
+
+
+def _time_method(score: Callable[[dict], list], calls: list[dict], sizes: Sizes) -> tuple[float, list, float]:
+    """Fastest of ``rounds`` passes over the calls (after one warm-up call), their scores, and the peak GPU memory
+    the scoring added above what was allocated before it (MB; 0 on CPU)."""
+    import torch
+
+    score(calls[0])
+    best, scores = math.inf, []
+    if sizes.device == "cuda":
+        synchronize(sizes.device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    for _ in range(sizes.rounds):
+        synchronize(sizes.device)
+        start = time.perf_counter()
+        scores = [score(call) for call in calls]
+        synchronize(sizes.device)
+        best = min(best, time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if sizes.device == "cuda" else 0.0
+    return best, scores, peak
+
+
+def prm_scoring(sizes: Sizes, tokenizer, calls: list[dict], lengths: list[int], name: str,
+                results: dict[str, Any]) -> None:
+    """Section 2 for one shape (and section 3 after it, on the same weights, for the shape ``bf16_vs_fp32`` names).
+
+    Fills ``results["prm_scoring"][name]`` (and ``results["bf16_vs_fp32"]``)."""
+    import torch
+    from prm_scoring import baseline_scorer, max_diff
+
+    from reasonflux_rl.prm.engine import default_batch_overhead
+    from reasonflux_rl.prm.scorer import StepScorer
+
+    dtype = torch.bfloat16 if sizes.device == "cuda" else torch.float32
+    start = time.perf_counter()
+    model = _random_prm(sizes.prm_shapes[name], sizes, tokenizer, dtype)
+    synchronize(sizes.device)
+    report: dict[str, Any] = {"shape": sizes.prm_shapes[name], "dtype": str(dtype).removeprefix("torch."),
+                              "attention": "sdpa", "build_seconds": round(time.perf_counter() - start, 1),
+                              "weights_gb": round(sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
+                                                  2)}
+    ours = StepScorer(model, tokenizer, max_length=sizes.max_length)
+    methods = {
+        "per_sample": baseline_scorer("per_sample", model, tokenizer),
+        "padded": baseline_scorer("padded", model, tokenizer),
+        "ours": lambda call: [r.step_scores for r in ours.score([call["problem"]] * len(call["completions"]),
+                                                                call["completions"])],
+    }
+    tokens = sum(lengths)
+    flops = _model_flops(model, lengths)
+    peak = results.get("matmul_peak", {}).get("tflops")
+    scores = {}
+    for method, score in methods.items():
+        seconds, scores[method], memory = _time_method(score, calls, sizes)
+        report[f"tokens_per_s_{method}"] = round(tokens / seconds)
+        report[f"seconds_{method}"] = round(seconds, 3)
+        report[f"peak_gpu_mb_over_weights_{method}"] = round(memory)
+        if peak:
+            report[f"fraction_of_peak_{method}"] = round(flops / seconds / 1e12 / peak, 3)
+        log(f"{name} {method}: {tokens / seconds:,.0f} tokens/s")
+    report["batch_tokens_ours"] = ours.batch_tokens
+    report["batch_overhead_ours"] = default_batch_overhead(torch.device(sizes.device), ours.num_parameters)
+    report["ours_by_batch_overhead"] = sweep(ours, methods["ours"], calls, tokens, sizes)
+    report["speedup_vs_per_sample"] = round(report["tokens_per_s_ours"] / report["tokens_per_s_per_sample"], 2)
+    report["speedup_vs_padded"] = round(report["tokens_per_s_ours"] / report["tokens_per_s_padded"], 2)
+    report["max_abs_diff_ours_vs_per_sample"] = max_diff(scores["ours"], scores["per_sample"])
+    report["max_abs_diff_padded_vs_per_sample"] = max_diff(scores["padded"], scores["per_sample"])
+    results["prm_scoring"][name] = report
+    if name == sizes.share_prm:
+        results["bf16_vs_fp32"] = bf16_vs_fp32(model, ours, calls, scores["ours"], sizes)
+
+
+def sweep(scorer, score: Callable[[dict], list], calls: list[dict], tokens: int, sizes: Sizes) -> dict[str, int]:
+    """Ours at other bucket settings: tokens/s by ``overhead/batch_tokens`` (the padded tokens one more forward
+    pass is taken to cost when buckets are cut, and the budget per pass). The defaults come from here."""
+    defaults = (scorer.batch_overhead, scorer.batch_tokens)
+    rates = {}
+    for overhead, budget in ((256, 16384), (1024, 16384), (2048, 16384), (4096, 16384), (2048, 32768)):
+        scorer.batch_overhead, scorer.batch_tokens = overhead, budget
+        seconds, _, _ = _time_method(score, calls, sizes)
+        rates[f"{overhead}/{budget}"] = round(tokens / seconds)
+    scorer.batch_overhead, scorer.batch_tokens = defaults
+    return rates
+
+
+def bf16_vs_fp32(model, scorer, calls: list[dict], low: list, sizes: Sizes) -> dict[str, Any]:
+    """Section 3: ``low`` (ours, in the model's dtype) against ours with the same weights cast up to fp32."""
+    import torch
+
+    if model.dtype == torch.float32:  # --cpu: the check of the code path, bf16 against fp32 the other way round
+        model.to(torch.bfloat16)
+        low = [[r.step_scores for r in scorer.score([c["problem"]] * len(c["completions"]), c["completions"])]
+               for c in calls]
+    model.float()
+    high = [[r.step_scores for r in scorer.score([c["problem"]] * len(c["completions"]), c["completions"])]
+            for c in calls]
+    pairs = [(a, b) for ca, cb in zip(low, high) for ra, rb in zip(ca, cb) for a, b in zip(ra, rb, strict=True)]
+    diffs = sorted(abs(a - b) for a, b in pairs)
+    spread = [b for _, b in pairs]
+    mean = sum(spread) / len(spread)
+    return {
+        "prm": sizes.share_prm,
+        "steps": len(pairs),
+        "max_abs_diff": round(diffs[-1], 5),
+        "p99_abs_diff": round(diffs[int(0.99 * (len(diffs) - 1))], 5),
+        "mean_abs_diff": round(sum(diffs) / len(diffs), 5),
+        "fp32_score_std": round((sum((b - mean) ** 2 for b in spread) / len(spread)) ** 0.5, 4),
+    }
+
+
+def grpo_smoke(sizes: Sizes, tiny: Path, tmp: Path) -> dict[str, Any]:
+    """Section 4: ``reasonflux-rl train`` on the GPU smoke recipe for 2 steps, as a user starts it."""
+    out = tmp / "grpo-smoke"
+    command = [sys.executable, "-m", "reasonflux_rl", "train", "--config", str(REPO / "recipes/smoke/gpu.yaml"),
+               "--model_name_or_path", str(tiny / "policy"), "--prm_name_or_path", str(tiny / "prm"),
+               "--output_dir", str(out), "--max_steps", "2"]
+    if sizes.device == "cpu":
+        command += ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]
+    env = {**os.environ, "WANDB_DIR": str(out), "PYTHONPATH": os.pathsep.join(sys.path)}
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    report: dict[str, Any] = {"command": " ".join(command[2:]), "returncode": proc.returncode,
+                              "seconds": round(time.perf_counter() - start, 1)}
+    if proc.returncode != 0:
+        report["stderr_tail"] = proc.stderr[-3000:]
+        return report
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in history if "reasonflux/mixed_mean" in entry]
+    report["steps_logged"] = len(steps)
+    report["reward_metrics"] = sorted(k for k in steps[-1] if k.startswith("reasonflux/")) if steps else []
+    report["last_step"] = {k: v for k, v in steps[-1].items() if k.startswith(("reasonflux/", "loss", "reward"))} \
+        if steps else {}
+    report["wandb_offline_run"] = any((out / "wandb").glob("offline-run-*"))
+    return report
+
+
+class _Timings:
+    """Seconds per optimizer step, read from TRL's own profiling blocks and the trainer's callback events."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.steps: list[dict[str, float]] = []
+        self.current: dict[str, float] = {}
+
+    def record(self, name: str, seconds: float) -> None:
+        self.current[name] = self.current.get(name, 0.0) + seconds
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        timings = self
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                synchronize(timings.device)
+                timings.current = {}
+                timings.step_start = time.perf_counter()
+
+            def on_pre_optimizer_step(self, args, state, control, **kwargs):
+                synchronize(timings.device)
+                timings.optimizer_start = time.perf_counter()
+
+            def on_optimizer_step(self, args, state, control, **kwargs):
+                synchronize(timings.device)
+                timings.record("optimizer_step", time.perf_counter() - timings.optimizer_start)
+
+            def on_step_end(self, args, state, control, **kwargs):
+                synchronize(timings.device)
+                timings.record("step", time.perf_counter() - timings.step_start)
+                timings.steps.append(timings.current)
+
+        return Clock()
+
+
+@contextlib.contextmanager
+def _trl_profiling(timings: _Timings):
+    """Record the durations of TRL's own ``profiling_context`` blocks (generation, reward calls, loss)."""
+    from trl.extras.profiling import ProfilingContext
+
+    original = ProfilingContext._log_metrics
+
+    def log_metrics(self, duration: float) -> None:
+        timings.record(self.name, duration)
+        original(self, duration)
+
+    ProfilingContext._log_metrics = log_metrics
+    try:
+        yield
+    finally:
+        ProfilingContext._log_metrics = original
+
+
+def _save_random_policy(shape: dict[str, Any], tokenizer, out: Path, sizes: Sizes) -> Path:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, max_position_embeddings=4096,
+                         **{"tie_word_embeddings": True, **shape})
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if sizes.device == "cuda" else torch.float32
+    with torch.device(sizes.device):
+        model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def reward_share(sizes: Sizes, tokenizer, tmp: Path) -> dict[str, Any]:
+    """Section 5: where the seconds of one GRPO step go, with the PRM a replica beside the policy."""
+    import torch
+    from trl import GRPOConfig, GRPOTrainer
+
+    from reasonflux_rl.config import RewardArguments
+    from reasonflux_rl.rewards import build_reward_funcs
+    from reasonflux_rl.train import TrainScriptArguments, load_train_dataset
+
+    policy = _save_random_policy(sizes.share_policy, tokenizer, tmp / "share-policy", sizes)
+    prm_dir = tmp / "share-prm"
+    dtype = torch.bfloat16 if sizes.device == "cuda" else torch.float32
+    prm = _random_prm(SHAPES[sizes.share_prm], dataclasses.replace(sizes, vocab_size=None), tokenizer,
+                      dtype)
+    prm.config.architectures = ["Qwen2ForProcessRewardModel"]
+    prm.save_pretrained(prm_dir)
+    tokenizer.save_pretrained(prm_dir)
+    del prm
+    reward_args = RewardArguments(prm_name_or_path=str(prm_dir), prm_beta=0.75, thinking_prefilled=True,
+                                  prm_max_length=sizes.max_length)
+    batch = sizes.share_prompts * sizes.share_generations
+    args = GRPOConfig(
+        output_dir=str(tmp / "share-out"), max_steps=2, per_device_train_batch_size=batch // 4,
+        gradient_accumulation_steps=4, num_generations=sizes.share_generations,
+        max_completion_length=sizes.share_new_tokens, generation_kwargs={"min_new_tokens": sizes.share_new_tokens},
+        learning_rate=1e-6, beta=0.001, bf16=sizes.device == "cuda", use_cpu=sizes.device == "cpu",
+        model_init_kwargs={"dtype": "bfloat16" if sizes.device == "cuda" else "float32"},
+        logging_steps=1, save_strategy="no", report_to="none", seed=0,
+    )
+    dataset = load_train_dataset(TrainScriptArguments(dataset_name="builtin:smoke_math"), reward_args)
+    funcs, _ = build_reward_funcs(reward_args, num_generations=args.num_generations)
+    timings = _Timings(sizes.device)
+    try:
+        trainer = GRPOTrainer(model=str(policy), reward_funcs=funcs, args=args, train_dataset=dataset,
+                              callbacks=[timings.callback()])
+        with _trl_profiling(timings):
+            trainer.train()
+    finally:
+        funcs[0].close()
+    history = [e for e in trainer.state.log_history if "reasonflux/prm_seconds" in e]
+    steps = []
+    for clock, metrics in zip(timings.steps, history):
+        generation = clock.get("GRPOTrainer.transformers.generate", 0.0)
+        outcome, prm_seconds = metrics["reasonflux/outcome_seconds"], metrics["reasonflux/prm_seconds"]
+        rewards = clock.get("GRPOTrainer._calculate_rewards", outcome + prm_seconds)
+        step = {"step": round(clock["step"], 2), "generation": round(generation, 2),
+                "outcome_reward": round(outcome, 3), "prm_scoring": round(prm_seconds, 3),
+                "optimizer_step": round(clock.get("optimizer_step", 0.0), 3)}
+        step["rest"] = round(clock["step"] - generation - rewards - step["optimizer_step"], 2)
+        step["reward_fraction"] = round((outcome + prm_seconds) / clock["step"], 3)
+        step["trl_profiling"] = {k: round(v, 3) for k, v in sorted(clock.items()) if k.startswith("GRPOTrainer.")}
+        steps.append(step)
+    return {
+        "policy": {"shape": sizes.share_policy, "vocab": len(tokenizer)},
+        "prm": {"shape": SHAPES[sizes.share_prm], "placement": "replica",
+                "device": str(funcs[0].prm.scorer.device)},
+        "completions_per_step": batch, "prompts_per_step": sizes.share_prompts,
+        "new_tokens": sizes.share_new_tokens, "micro_batches_per_step": 4, "kl_beta": 0.001,
+        "mean_completion_length": next((e.get("completions/mean_length") for e in reversed(history)), None),
+        "steps": steps,
+        "seconds_measured_step": steps[-1] if steps else None,
+    }
+
+
+def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
+    """The issue's targets, met or not, read off the largest PRM shape's numbers."""
+    shape = list(sizes.prm_shapes)[-1]
+    scoring = results.get("prm_scoring", {}).get(shape, {})
+    fraction = scoring.get("fraction_of_peak_ours")
+    speedup = scoring.get("speedup_vs_per_sample")
+    smoke = results.get("grpo_smoke", {})
+    return {
+        "shape": shape,
+        "fraction_of_peak_ours": fraction,
+        "fraction_of_peak_target": PEAK_TARGET,
+        "fraction_of_peak_met": None if fraction is None else fraction >= PEAK_TARGET,
+        "speedup_vs_per_sample": speedup,
+        "speedup_vs_per_sample_target": PER_SAMPLE_TARGET,
+        "speedup_vs_per_sample_met": None if speedup is None else speedup >= PER_SAMPLE_TARGET,
+        "bf16_vs_fp32_max_abs_diff": results.get("bf16_vs_fp32", {}).get("max_abs_diff"),
+        "grpo_smoke_passed": smoke.get("returncode") == 0 and smoke.get("steps_logged") == 2,
+        "reward_fraction_of_step": (results.get("reward_share", {}).get("seconds_measured_step") or {}).get(
+            "reward_fraction"),
+        "sections_failed": sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v),
+    }
+
+
+SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "reward_share")
+
+
+def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
+    """The ``sections`` in turn; the JSON is rewritten after each, so a run cut short keeps what it measured."""
+    from prm_scoring import make_calls, official_inputs
+
+    from reasonflux_rl.tiny import build_tokenizer, write_tiny_models
+
+    results: dict[str, Any] = {"kit": "benchmarks/gpu", "mode": sizes.device,
+                               "date": time.strftime("%Y-%m-%d"), "sections_seconds": {}}
+
+    def section(name: str, work: Callable[[], Any]) -> None:
+        if name.removeprefix("prm_scoring_") not in sections and not (
+                name.startswith("prm_scoring_") and "prm_scoring" in sections):
+            return
+        log(f"{name} ...")
+        start = time.perf_counter()
+        try:
+            value = work()
+            if value is not None:
+                results[name] = value
+        except Exception as err:  # one section's failure must not cost the others their measurements
+            results[name] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-4000:]}
+            log(f"{name} failed: {err!r}")
+        results["sections_seconds"][name] = round(time.perf_counter() - start, 1)
+        results["summary"] = summarise(results, sizes)
+        out.write_text(json.dumps(results, indent=2))
+
+    tokenizer = build_tokenizer()
+    calls = make_calls(calls=sizes.calls, group=sizes.group)
+    lengths = [len(tokenizer.encode(official_inputs(tokenizer, c["problem"], x))) for c in calls
+               for x in c["completions"]]
+    if max(lengths) > sizes.max_length:  # ours would drop steps the baselines score, and the scores not compare
+        raise SystemExit(f"gpu kit: a trace of {max(lengths)} tokens exceeds the {sizes.max_length}-token cap")
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        section("environment", lambda: environment(sizes))
+        section("matmul_peak", lambda: matmul_peak(sizes))
+        results["prm_scoring"] = {"samples": len(lengths), "calls": sizes.calls, "samples_per_call": sizes.group,
+                                  "tokens": sum(lengths), "length_min_median_max": [
+                                      min(lengths), sorted(lengths)[len(lengths) // 2], max(lengths)]}
+        for name in sizes.prm_shapes:
+            section(f"prm_scoring_{name}", lambda n=name: prm_scoring(sizes, tokenizer, calls, lengths, n, results))
+            release_memory(sizes)
+        tiny = write_tiny_models(tmp / "tiny").policy.parent
+        section("grpo_smoke", lambda: grpo_smoke(sizes, tiny, tmp))
+        section("reward_share", lambda: reward_share(sizes, tokenizer, tmp))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="the JSON file to write")
+    parser.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU: check the kit without a GPU")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--shapes", help="comma-separated PRM shapes for prm_scoring (default: all)")
+    args = parser.parse_args()
+    sections = tuple(args.sections.split(","))
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    import torch
+
+    if not args.cpu and not torch.cuda.is_available():
+        raise SystemExit("gpu kit: no CUDA device; use --cpu for the dry check")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # Libraries log to stdout; the kit's stdout is the JSON alone.
+    sizes = CPU if args.cpu else GPU
+    if args.shapes:
+        shapes = args.shapes.split(",")
+        if set(shapes) - set(sizes.prm_shapes):
+            parser.error(f"unknown shapes {shapes}; choose from {list(sizes.prm_shapes)}")
+        sizes = dataclasses.replace(sizes, prm_shapes={n: sizes.prm_shapes[n] for n in shapes})
+    with contextlib.redirect_stdout(sys.stderr):
+        results = run(sizes, args.out, sections)
+    print(json.dumps(results["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

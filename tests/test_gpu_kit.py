@@ -1,0 +1,70 @@
+"""The GPU kit's dry check: ``benchmarks/gpu/run.sh --cpu`` runs every section of the kit on tiny sizes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-kit") / "gpu.json"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(["bash", "benchmarks/gpu/run.sh", "--cpu", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text()), json.loads(proc.stdout)
+
+
+def test_every_section_ran(kit):
+    results, summary = kit
+    assert results["summary"] == summary
+    assert summary["sections_failed"] == []
+    assert set(results["sections_seconds"]) == {"environment", "matmul_peak", "prm_scoring_tiny-a",
+                                                "prm_scoring_tiny-b", "grpo_smoke", "reward_share"}
+    assert results["mode"] == "cpu" and results["matmul_peak"]["tflops"] > 0
+
+
+def test_three_scoring_methods_agree_in_fp32(kit):
+    results, _ = kit
+    for shape in ("tiny-a", "tiny-b"):
+        report = results["prm_scoring"][shape]
+        assert report["max_abs_diff_ours_vs_per_sample"] < 1e-5
+        assert report["max_abs_diff_padded_vs_per_sample"] < 1e-5
+        assert report["speedup_vs_per_sample"] == pytest.approx(
+            report["tokens_per_s_ours"] / report["tokens_per_s_per_sample"], abs=0.01)
+        assert set(report["ours_by_batch_overhead"]) == {"256/16384", "1024/16384", "2048/16384", "4096/16384",
+                                                         "2048/32768"}
+
+
+def test_bf16_differs_from_fp32_by_rounding_only(kit):
+    results, _ = kit
+    check = results["bf16_vs_fp32"]
+    assert check["steps"] > 0 and check["fp32_score_std"] > 0.01
+    assert 0 < check["mean_abs_diff"] <= check["p99_abs_diff"] <= check["max_abs_diff"] < 0.1
+
+
+def test_grpo_smoke_trains_two_steps_and_logs_the_reward(kit):
+    results, summary = kit
+    smoke = results["grpo_smoke"]
+    assert summary["grpo_smoke_passed"] and smoke["steps_logged"] == 2
+    for metric in ("mixed_mean", "outcome_mean", "prm_mean", "prm_seconds", "outcome_seconds", "beta"):
+        assert f"reasonflux/{metric}" in smoke["reward_metrics"]
+    assert smoke["wandb_offline_run"]
+
+
+def test_reward_share_splits_each_step(kit):
+    results, _ = kit
+    share = results["reward_share"]
+    assert len(share["steps"]) == 2 and share["prm"]["device"] == "cpu"
+    for step in share["steps"]:
+        parts = step["generation"] + step["outcome_reward"] + step["prm_scoring"] + step["optimizer_step"]
+        assert step["generation"] > 0 and step["prm_scoring"] > 0
+        assert parts <= step["step"] + 0.05
+        assert step["reward_fraction"] == pytest.approx((step["outcome_reward"] + step["prm_scoring"]) / step["step"],
+                                                        abs=0.01)
