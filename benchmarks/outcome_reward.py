@@ -39,7 +39,7 @@ import math_verify
 import trl
 from trl.rewards import accuracy_reward
 
-from reasonflux_rl.outcome import _WARMUP_ANSWERS, OutcomeReward
+from reasonflux_rl.rewards.outcome import _WARMUP_ANSWERS, OutcomeReward
 from reasonflux_rl.trajectory import split_trajectory
 
 GROUP = 8
@@ -238,7 +238,7 @@ def disagreement_counts(rows: list[int], forms: list[str], ours: list, theirs: l
 
 def main() -> None:
     # The corpus mixes R1-Distill completions with truncated R1 ones on purpose: the pre-fill warning is expected.
-    logging.getLogger("reasonflux_rl.outcome").setLevel(logging.ERROR)
+    logging.getLogger("reasonflux_rl.rewards.outcome").setLevel(logging.ERROR)
     completions, golds, forms = build_corpus(seed=0, prompts=PROMPTS, pathological=PATHOLOGICAL)
     warm_completions, warm_golds, _ = build_corpus(seed=1, prompts=32, pathological=[])
     n = len(completions)

@@ -78,7 +78,7 @@ def _rss_mb() -> float:
 
 
 def official_inputs(tokenizer, problem: str, completion: str) -> str:
-    from reasonflux_rl.prm.format import DEFAULT_SYSTEM_PROMPT, trajectory_steps
+    from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, trajectory_steps
 
     messages = [
         {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
@@ -119,7 +119,7 @@ def worker(method: str, prm: str, data: str, out: str, batch_tokens: int | None)
     from transformers import AutoTokenizer
 
     from reasonflux_rl.prm import load_scorer
-    from reasonflux_rl.prm.model import Qwen2ForProcessRewardModel
+    from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 
     calls = json.loads(Path(data).read_text())
     if method == "ours":
@@ -183,7 +183,7 @@ def measure(sweep_budgets: bool) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from reasonflux_rl.prm.engine import default_batch_tokens
+    from reasonflux_rl.prm.engine.base import default_batch_tokens
     from reasonflux_rl.tiny import write_tiny_models
 
     with tempfile.TemporaryDirectory() as directory:

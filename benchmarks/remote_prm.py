@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/remote_prm.py``; prints one JSON object on stdout.
 
-Two reference pooling servers (``reasonflux_rl.prm.pooling_server``, the tiny step-classifier PRM on the CPU) run in
+Two reference pooling servers (``reasonflux_rl.prm.placement.pooling_server``, the tiny step-classifier PRM on the CPU) run in
 their own processes on loopback, each adding ``LATENCY`` seconds to every answer to stand for the round trip and
 queueing of a PRM on another node (a real vLLM server batches concurrent requests; this one answers them one by one,
 so with no added latency the two CPU cores bound what concurrency can gain). The same R1-shaped completions are
@@ -33,7 +33,7 @@ CALLS = 4  # GRPO-sized calls of 8 completions each, as benchmarks/prm_scoring.p
 
 SERVE = """
 import sys
-from reasonflux_rl.prm.pooling_server import PoolingServer
+from reasonflux_rl.prm.placement.pooling_server import PoolingServer
 server = PoolingServer(sys.argv[1], port=int(sys.argv[2]), model_name="tiny-prm", latency=float(sys.argv[3]))
 server.serve_forever()
 """

@@ -1,3 +1,3 @@
-from .cli import main
+from reasonflux_rl.cli import main
 
 main()

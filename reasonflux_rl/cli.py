@@ -24,7 +24,7 @@ Run `reasonflux-rl <command> --help` for a command's options.
 
 
 def _tiny_models(argv: Sequence[str]) -> None:
-    from .tiny import write_tiny_models
+    from reasonflux_rl.tiny import write_tiny_models
 
     parser = argparse.ArgumentParser(prog="reasonflux-rl tiny-models", description=write_tiny_models.__doc__)
     parser.add_argument("--out", required=True, help="directory to write policy/ and prm/ into")
@@ -41,29 +41,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         raise SystemExit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
-    from .errors import ConfigError
+    from reasonflux_rl.errors import ConfigError
 
     try:
         if command == "train":
-            from .train import main as train
+            from reasonflux_rl.train.launch import main as train
 
             train(rest)
         elif command == "tiny-models":
             _tiny_models(rest)
         elif command == "score":
-            from .score import main as score
+            from reasonflux_rl.tools.score import main as score
 
             score(rest)
         elif command == "select":
-            from .select import main as select
+            from reasonflux_rl.tools.selection import main as select
 
             select(rest)
         elif command == "bon":
-            from .bon import main as bon
+            from reasonflux_rl.tools.bon import main as bon
 
             bon(rest)
         elif command == "serve-prm":
-            from .prm.pooling_server import main as serve_prm
+            from reasonflux_rl.prm.placement.pooling_server import main as serve_prm
 
             serve_prm(rest)
         else:

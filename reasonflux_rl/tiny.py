@@ -15,9 +15,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AddedToken, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from .data import load_smoke_math
-from .prm.format import STEP_TAG
-from .prm.model import ARCHITECTURE, Qwen2ForProcessRewardModel
+from reasonflux_rl.data import load_smoke_math
+from reasonflux_rl.prm.engine.format import STEP_TAG
+from reasonflux_rl.prm.kinds.step_classifier_model import ARCHITECTURE, Qwen2ForProcessRewardModel
 
 # A Qwen/R1-distill style template: the generation prompt pre-fills "<think>\n" as DeepSeek-R1-Distill's does, so
 # completions carry a closing "</think>" but no opening tag.
@@ -169,7 +169,7 @@ def write_tiny_value_head(out: str | Path, seed: int = 0, **overrides) -> Path:
     ```python
     >>> import tempfile
     >>> from reasonflux_rl.tiny import write_tiny_value_head
-    >>> from reasonflux_rl.prm.inspect import inspect_checkpoint
+    >>> from reasonflux_rl.prm.checkpoint import inspect_checkpoint
     >>> inspect_checkpoint(write_tiny_value_head(tempfile.mkdtemp())).kind
     'value_head'
 

@@ -6,8 +6,8 @@ from functools import lru_cache
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reasonflux_rl.prm.format import DEFAULT_SYSTEM_PROMPT
-from reasonflux_rl.prm.model import Qwen2ForProcessRewardModel
+from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT
+from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 
 
 def reference_step_scores(path, problem, steps):

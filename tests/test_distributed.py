@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reasonflux_rl.mixing import MixedReward
-from reasonflux_rl.prm.scorer import StepScorer
+from reasonflux_rl.rewards.prm import MixedReward
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from distributed_grpo import parity_outcome
 
 HERE = Path(__file__).resolve().parent

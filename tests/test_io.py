@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from reasonflux_rl.io import write_json, write_rows
-from reasonflux_rl.plots import bon_accuracy
+from reasonflux_rl.tools.outputs import write_json, write_rows
+from reasonflux_rl.tools.plots import bon_accuracy
 
 
 @pytest.fixture

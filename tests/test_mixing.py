@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from reasonflux_rl.mixing import MixedReward, gather_normalise, mix, normalise
-from reasonflux_rl.prm.format import trajectory_steps
-from reasonflux_rl.prm.scorer import StepScorer
+from reasonflux_rl.rewards.prm import MixedReward, gather_normalise, mix, normalise
+from reasonflux_rl.prm.engine.format import trajectory_steps
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reference import reference_step_scores
 
 PROBLEM = "Compute $2 + 3 \\times 4$."

@@ -11,9 +11,9 @@ import pickle
 import numpy as np
 import pytest
 
-from reasonflux_rl import outcome
+from reasonflux_rl.rewards import outcome
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.outcome import OutcomeReward, default_num_workers, format_reward, outcome_reward
+from reasonflux_rl.rewards.outcome import OutcomeReward, default_num_workers, format_reward, outcome_reward
 
 R1 = "<think>\nLet me work it out.\n\nChecking again.\n</think>\n\nSo the answer is $\\boxed{%s}$."
 DISTILL = "Working (the R1-distill template pre-filled <think>).\n</think>\n\nThe answer is $\\boxed{%s}$."
@@ -236,7 +236,7 @@ def test_completion_without_close_tag_is_truncated_when_the_prompt_opened_thinki
 def test_r1_distill_style_template_is_detected(tiny_models, tmp_path):
     from transformers import AutoTokenizer
 
-    from reasonflux_rl.train import thinking_prefilled_by
+    from reasonflux_rl.train.launch import thinking_prefilled_by
 
     assert thinking_prefilled_by(str(tiny_models.policy)) is True
     tokenizer = AutoTokenizer.from_pretrained(tiny_models.policy)
@@ -324,7 +324,7 @@ def test_module_level_reward_defaults_and_bad_environment(monkeypatch, fresh_mod
 
 def test_r1_distill_completions_without_prefill_warn_once(caplog):
     distill = "Working it out.\n</think>\n\nThe answer is $\\boxed{4}$."
-    with caplog.at_level(logging.WARNING, logger="reasonflux_rl.outcome"):
+    with caplog.at_level(logging.WARNING, logger="reasonflux_rl.rewards.outcome"):
         with OutcomeReward(num_workers=1) as reward:
             assert reward.score([R1 % "4", "\\boxed{4}", "<think>\ncut"], ["4"] * 3) == [1.0, 1.0, 0.0]
             assert not caplog.records  # R1 form, plain and truncated R1: no sign of a pre-filled template

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from reasonflux_rl.outcome import OutcomeReward
+from reasonflux_rl.rewards.outcome import OutcomeReward
 
 LIMIT = 1.0
 # Time allowed on top of the limit: the kill grace (0.5 s) plus scheduling slack on a loaded 2-core machine.
@@ -208,7 +208,7 @@ def test_unguarded_script_is_not_re_run_by_workers(tmp_path):
 
     script = tmp_path / "train_unguarded.py"
     script.write_text(
-        "from reasonflux_rl.outcome import OutcomeReward\n"
+        "from reasonflux_rl.rewards.outcome import OutcomeReward\n"
         "reward = OutcomeReward(num_workers=1, timeout_seconds=2.0)\n"
         "print('RESULT', reward.score(['$\\\\boxed{2}$'], ['2']), flush=True)\n"
         "reward.close()\n"

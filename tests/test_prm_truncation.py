@@ -9,7 +9,7 @@ from reference import reference_step_scores, reference_token_logit_scores
 from test_prm_scorer import PROBLEM, random_completion
 
 from reasonflux_rl.prm import load_scorer
-from reasonflux_rl.prm.format import trajectory_steps
+from reasonflux_rl.prm.engine.format import trajectory_steps
 from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit
 
 MAX_LENGTH = 256

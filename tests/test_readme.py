@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from reasonflux_rl.config import RewardArguments
+from reasonflux_rl.rewards.config import RewardArguments
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

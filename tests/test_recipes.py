@@ -15,10 +15,10 @@ import yaml
 from health_stub import health_server
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.prm.pooling_server import PoolingServer
-from reasonflux_rl.preflight import check_deepspeed, gpu_checks_at_launch, read_accelerate_config
-from reasonflux_rl.train import main as train_main
-from reasonflux_rl.train import make_parser
+from reasonflux_rl.prm.placement.pooling_server import PoolingServer
+from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, read_accelerate_config
+from reasonflux_rl.train.launch import main as train_main
+from reasonflux_rl.train.launch import make_parser
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -141,7 +141,7 @@ def test_read_accelerate_config_refuses_exactly_what_accelerate_refuses(monkeypa
 
     from accelerate.utils import DeepSpeedPlugin
 
-    from reasonflux_rl.preflight import DEEPSPEED_FILE_OWNS
+    from reasonflux_rl.train.preflight import DEEPSPEED_FILE_OWNS
 
     # accelerate's own check, given one config key at a time the way `accelerate launch` hands them over.
     refused = set()
@@ -250,7 +250,7 @@ def test_batch_check_agrees_with_grpo_config_on_that_many_processes(tmp_path, mo
 
     from trl import GRPOConfig
 
-    from reasonflux_rl.preflight import check_batch
+    from reasonflux_rl.train.preflight import check_batch
 
     keys = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 2, "num_generations": 4}
     monkeypatch.setattr(GRPOConfig, "world_size", property(lambda self: num_processes), raising=False)
@@ -311,7 +311,7 @@ def test_dry_run_lists_missing_packages_that_a_real_start_requires(tiny_models, 
 def test_present_optional_packages_are_not_reported(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from reasonflux_rl.preflight import missing_packages
+    from reasonflux_rl.train.preflight import missing_packages
 
     for name in ("vllm", "flash_attn"):
         (tmp_path / name).mkdir()
@@ -373,8 +373,8 @@ def test_sweep_metric_is_what_the_reward_logs_during_evaluation(tiny_models):
 
     from transformers.integrations.integration_utils import rewrite_logs
 
-    from reasonflux_rl.config import RewardArguments
-    from reasonflux_rl.rewards import build_reward_funcs
+    from reasonflux_rl.rewards.config import RewardArguments
+    from reasonflux_rl.rewards.build import build_reward_funcs
 
     sweep = yaml.safe_load((REPO / "recipes/sweeps/beta.yaml").read_text())
     logged = set()

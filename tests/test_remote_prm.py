@@ -1,6 +1,6 @@
 """The PRM on its own servers: scores equal the local PRM's, and slow, failing, dead or wrong servers give the
 documented outcome within the deadline. Real HTTP on 127.0.0.1 against a server that answers vLLM's pooling
-protocol with the tiny PRM (reasonflux_rl.prm.pooling_server)."""
+protocol with the tiny PRM (reasonflux_rl.prm.placement.pooling_server)."""
 
 import json
 import random
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from test_prm_scorer import PROBLEM, random_completion
 
-from reasonflux_rl.config import RewardArguments
+from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.mixing import MixedReward
+from reasonflux_rl.rewards.prm import MixedReward
 from reasonflux_rl.prm import load_scorer
-from reasonflux_rl.prm.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
-from reasonflux_rl.prm.pooling_server import PoolingServer
-from reasonflux_rl.rewards import _scorer_options, reward_arguments_from_env, validate
+from reasonflux_rl.prm.placement.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
+from reasonflux_rl.prm.placement.pooling_server import PoolingServer
+from reasonflux_rl.rewards.build import _scorer_options, reward_arguments_from_env, validate
 
 REPO = Path(__file__).resolve().parents[1]
 MARGIN = 1.5  # seconds of slack on a loaded 2-core machine

@@ -8,12 +8,12 @@ import pytest
 from jsonl_helpers import read_jsonl, write_jsonl
 from PIL import Image
 
-from reasonflux_rl import select
+from reasonflux_rl.tools import selection as select
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.overlap import overlap_coefficient, source_overlap
-from reasonflux_rl.prm.aggregate import aggregate
-from reasonflux_rl.prm.scorer import StepScorer, StepScores
-from reasonflux_rl.select import main, select_top
+from reasonflux_rl.tools.overlap import overlap_coefficient, source_overlap
+from reasonflux_rl.rewards.formula import aggregate
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer, StepScores
+from reasonflux_rl.tools.selection import main, select_top
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

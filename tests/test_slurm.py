@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from health_stub import health_server
 
-from reasonflux_rl.prm.pooling_server import PoolingServer
+from reasonflux_rl.prm.placement.pooling_server import PoolingServer
 
 REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "recipes/slurm/train.sbatch"

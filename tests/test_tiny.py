@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reasonflux_rl.prm.inspect import STEP_CLASSIFIER, inspect_checkpoint, read_weight_shapes
-from reasonflux_rl.prm.scorer import StepScorer
+from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, inspect_checkpoint, read_weight_shapes
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 
 
 def test_tiny_models_cli_writes_loadable_checkpoints(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.train import main as train_main
+from reasonflux_rl.train.launch import main as train_main
 from wandb_offline import history
 
 REPO = Path(__file__).resolve().parents[1]

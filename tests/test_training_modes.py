@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from reasonflux_rl.mixing import MixedReward, PRMReward
-from reasonflux_rl.schedule import beta_at
-from reasonflux_rl.train import main as train_main
+from reasonflux_rl.rewards.prm import MixedReward, PRMReward
+from reasonflux_rl.rewards.schedule import beta_at
+from reasonflux_rl.train.launch import main as train_main
 
 
 def base_argv(tiny_models, out, steps):
@@ -58,7 +58,7 @@ def test_separate_weights_contradicting_the_config_are_refused(tiny_models, tmp_
 
 def test_one_callable_and_two_callables_give_the_same_group_advantages(tiny_models):
     """TRL's default sum_then_normalize: sum weighted rewards, then subtract the group mean and divide by its std."""
-    from reasonflux_rl.prm.scorer import StepScorer
+    from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 
     scorer = StepScorer.from_pretrained(tiny_models.prm)
     completions = ["A.\n\nB.", "C.", "D.\n\nE.\n\nF.", "G.\n\nH."]

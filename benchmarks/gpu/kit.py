@@ -155,7 +155,7 @@ def _random_prm(shape: dict[str, Any], sizes: Sizes, tokenizer, dtype):
     import torch
     from transformers import Qwen2Config
 
-    from reasonflux_rl.prm.model import Qwen2ForProcessRewardModel
+    from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 
     config = Qwen2Config(vocab_size=sizes.vocab_size or len(tokenizer), max_position_embeddings=sizes.max_length,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
@@ -205,8 +205,8 @@ def prm_scoring(sizes: Sizes, tokenizer, calls: list[dict], lengths: list[int], 
     import torch
     from prm_scoring import baseline_scorer, max_diff
 
-    from reasonflux_rl.prm.engine import default_batch_overhead
-    from reasonflux_rl.prm.scorer import StepScorer
+    from reasonflux_rl.prm.engine.base import default_batch_overhead
+    from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 
     dtype = torch.bfloat16 if sizes.device == "cuda" else torch.float32
     start = time.perf_counter()
@@ -390,9 +390,9 @@ def reward_share(sizes: Sizes, tokenizer, tmp: Path) -> dict[str, Any]:
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from reasonflux_rl.config import RewardArguments
-    from reasonflux_rl.rewards import build_reward_funcs
-    from reasonflux_rl.train import TrainScriptArguments, load_train_dataset
+    from reasonflux_rl.rewards.config import RewardArguments
+    from reasonflux_rl.rewards.build import build_reward_funcs
+    from reasonflux_rl.train.launch import TrainScriptArguments, load_train_dataset
 
     policy = _save_random_policy(sizes.share_policy, tokenizer, tmp / "share-policy", sizes)
     prm_dir = tmp / "share-prm"

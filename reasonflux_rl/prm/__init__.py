@@ -1,13 +1,20 @@
-"""Process reward models: load a checkpoint of any supported kind and score (problem, completion) pairs.
+"""The PRM room: a process reward model checkpoint in, step scores out.
+
+- ``checkpoint.py``: what a checkpoint directory holds (its kind, read from the weights);
+- ``loader.py``: [`load_scorer`], the one way to get a scorer for any kind and placement;
+- ``options.py``: the PRM options, declared once, and the command-line flags made from them;
+- ``engine/``: the batched path every kind shares (input format, truncation, length buckets, results);
+- ``kinds/``: step classifier, value head, token logit, and the steps + trajectory score combination (eq. 11);
+- ``placement/``: where the model runs: a replica, ZeRO-3 shards beside the policy, or vLLM servers.
 
 Example:
 ```python
 >>> import tempfile
->>> from reasonflux_rl.prm import load_scorer, trajectory_reward
+>>> from reasonflux_rl.prm import load_scorer
 >>> from reasonflux_rl.tiny import write_tiny_models
 >>> scorer = load_scorer(write_tiny_models(tempfile.mkdtemp()).prm)
 >>> [result] = scorer.score(["1+1?"], ["<think>\\n1+1=2.\\n</think>\\n\\nSo \\\\boxed{2}."])
->>> len(result.step_scores), 0 < trajectory_reward(result.step_scores, result.trajectory_score) < 1
+>>> len(result.step_scores), all(0 < s < 1 for s in result.step_scores)
 (2, True)
 
 ```
@@ -15,30 +22,20 @@ Example:
 
 from typing import Any
 
-from .aggregate import AGGREGATIONS, aggregate, trajectory_reward
-from .inspect import KINDS, CheckpointInfo, PRMCheckpointError, inspect_checkpoint
-from .results import StepScores
-from .truncation import TRUNCATIONS
+from reasonflux_rl.prm.checkpoint import KINDS, CheckpointInfo, PRMCheckpointError, inspect_checkpoint
+from reasonflux_rl.prm.engine.results import StepScores
+from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
 
 
 def __getattr__(name: str) -> Any:
-    # The loader pulls in every model class; importing it lazily keeps `import reasonflux_rl.prm.aggregate` (which
-    # the config does) light.
+    # The loader pulls in every model class; importing it lazily keeps the checkpoint inspection that configs run
+    # light.
     if name == "load_scorer":
-        from .loader import load_scorer
+        from reasonflux_rl.prm.loader import load_scorer
 
         return load_scorer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = [
-    "AGGREGATIONS",
-    "KINDS",
-    "TRUNCATIONS",
-    "CheckpointInfo",
-    "PRMCheckpointError",
-    "StepScores",
-    "aggregate",
-    "inspect_checkpoint",
-    "load_scorer",
-    "trajectory_reward",
-]
+
+__all__ = ["KINDS", "TRUNCATIONS", "CheckpointInfo", "PRMCheckpointError", "StepScores", "inspect_checkpoint",
+           "load_scorer"]

@@ -6,14 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .combined import WithTrajectoryScore
-from .engine import PRMScorer
-from .inspect import STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
-from .placement import AUTO, SERVER, ZERO3, resolve_placement
-from .remote import RemoteStepScorer
-from .scorer import StepScorer
-from .token_logit import TokenLogitScorer
-from .value_head import ValueHeadScorer
+from reasonflux_rl.prm.kinds.combined import WithTrajectoryScore
+from reasonflux_rl.prm.engine.base import PRMScorer
+from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
+from reasonflux_rl.prm.placement.resolve import AUTO, SERVER, ZERO3, resolve_placement
+from reasonflux_rl.prm.placement.remote import RemoteStepScorer
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.prm.kinds.token_logit import TokenLogitScorer
+from reasonflux_rl.prm.kinds.value_head import ValueHeadScorer
 
 SCORERS: dict[str, type[PRMScorer]] = {
     STEP_CLASSIFIER: StepScorer,
@@ -50,7 +50,7 @@ def load_scorer(
     """Load the PRM in ``path`` as a scorer with ``.score(problems, completions) -> list[StepScores]``.
 
     ``kind`` is ``"auto"`` (step classifier or value head, told apart by their weights), or one of
-    [`~reasonflux_rl.prm.inspect.KINDS`]; a token-logit PRM must be named (``kind="token_logit"`` with
+    [`~reasonflux_rl.prm.checkpoint.KINDS`]; a token-logit PRM must be named (``kind="token_logit"`` with
     ``step_tag``, ``good_token``, ``bad_token``). Options (each kind ignores those that do not apply to it, so one
     configuration can name any checkpoint):
 
@@ -60,17 +60,17 @@ def load_scorer(
       token-logit PRM ``good_token``, ``bad_token`` and the ``*_id`` overrides.
 
     ``trajectory_prm`` names a second checkpoint, a value head, whose score becomes each result's
-    ``trajectory_score`` (see [`~reasonflux_rl.prm.combined.WithTrajectoryScore`]); it gets the runtime options.
+    ``trajectory_score`` (see [`~reasonflux_rl.prm.kinds.combined.WithTrajectoryScore`]); it gets the runtime options.
 
     ``server_urls`` scores with a step classifier served by vLLM at those URLs instead of loading its weights here
-    (see [`~reasonflux_rl.prm.remote.RemoteStepScorer`]; ``path`` then needs only the config and tokenizer), with
+    (see [`~reasonflux_rl.prm.placement.remote.RemoteStepScorer`]; ``path`` then needs only the config and tokenizer), with
     the options ``server_model``, ``max_inflight``, ``request_timeout``, ``retries``, ``deadline`` and ``check``
     (ignored without ``server_urls``); the runtime options then apply to the trajectory PRM only.
 
-    ``placement`` (see [`~reasonflux_rl.prm.placement`]): ``"auto"`` is ``"server"`` with ``server_urls`` and
+    ``placement`` (see [`~reasonflux_rl.prm.placement.resolve`]): ``"auto"`` is ``"server"`` with ``server_urls`` and
     ``"replica"`` (whole weights in this process) without; ``"zero3"`` partitions the local kinds (and the trajectory
     PRM) with the active DeepSpeed ZeRO-3 config and scores in lockstep across the ranks, so every rank must call
-    ``score`` together (see [`~reasonflux_rl.prm.zero3`]).
+    ``score`` together (see [`~reasonflux_rl.prm.placement.zero3`]).
 
     Example:
     ```python

@@ -1,0 +1,135 @@
+"""What the kinds that score steps share: split into steps, put a step tag after each, fit the context, read tags.
+
+The step classifier and the token-logit PRM differ only in how the tagged steps are laid out (chat template or raw
+text) and in the head read at each tag; the truncation policies and the tag bookkeeping live here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from itertools import pairwise
+from dataclasses import replace
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from reasonflux_rl.prm.engine.base import Encoded, PRMScorer
+from reasonflux_rl.prm.engine.format import trajectory_steps
+from reasonflux_rl.prm.engine.results import StepScores
+from reasonflux_rl.prm.engine.truncation import TRUNCATIONS, drop_oldest, plan_windows
+
+
+def single_token_id(tokenizer: PreTrainedTokenizerBase, text: str, what: str) -> int:
+    """The id of ``text`` when the tokenizer encodes it as exactly one token; otherwise a clear error.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tiny import build_tokenizer
+    >>> from reasonflux_rl.prm.kinds.tagged import single_token_id
+    >>> tok = build_tokenizer()
+    >>> single_token_id(tok, "<extra_0>", "step tag") == tok.convert_tokens_to_ids("<extra_0>")
+    True
+
+    ```
+    """
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(
+            f"{what} {text!r} is not a single token of the PRM tokenizer (ids {ids}); give a single-token string or "
+            "its token id"
+        )
+    return ids[0]
+
+
+class StepTagScorer(PRMScorer):
+    """Base of the kinds that score every step at a step tag (one score per step, each in [0, 1]).
+
+    Steps are the blank-line separated paragraphs of the thinking trajectory and/or the final response (``parts``),
+    at most ``max_steps`` (the tail merged into the last kept step). ``truncation`` decides what happens when the
+    formatted input is longer than ``max_length`` (see [`~reasonflux_rl.prm.engine.truncation`]): ``"drop_oldest"`` or
+    ``"windows"`` (context of about ``window_overlap`` tokens, default a quarter of ``max_length``).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        step_tag: str,
+        tag_id: int,
+        max_steps: int | None = None,
+        truncation: str = "drop_oldest",
+        window_overlap: int | None = None,
+        **options,
+    ) -> None:
+        super().__init__(backbone, tokenizer, **options)
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation={truncation!r} is not one of {TRUNCATIONS}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer or None, got {max_steps}")
+        self.step_tag = step_tag
+        self.tag_id = tag_id
+        self.max_steps = max_steps
+        self.truncation = truncation
+        self.window_overlap = self.max_length // 4 if window_overlap is None else window_overlap
+        if self.pad_id == tag_id:
+            # A pad that looked like a tag would be harmless (padding is masked out of the reads) but confusing.
+            self.pad_id = tokenizer.eos_token_id or 0
+
+    @abstractmethod
+    def format(self, problem: str, steps: list[str]) -> str:
+        """The PRM's input text for ``problem`` and ``steps``, one step tag after each step."""
+
+    def _ids(self, problem: str, steps: list[str]) -> list[int]:
+        return self.tokenizer.encode(self.format(problem, steps))
+
+    def encode(self, problem: str, completion: str) -> Encoded:
+        """Token rows for one pair under the truncation policy, each checked to hold one tag per step."""
+        steps = trajectory_steps(completion, self.parts, self.max_steps, self.thinking_prefilled)
+        if not steps:
+            return Encoded([], StepScores())
+        n = len(steps)
+        cache: dict[tuple[int, int], list[int]] = {}
+
+        def ids(start: int, end: int) -> list[int]:
+            if (start, end) not in cache:
+                cache[start, end] = self._ids(problem, steps[start:end])
+            return cache[start, end]
+
+        def length_of(start: int, end: int) -> int:
+            return len(ids(start, end))
+
+        full = ids(0, n)
+        if len(full) <= self.max_length:
+            spans = [(0, 0, n)]
+            dropped = 0
+        elif self.truncation == "drop_oldest":
+            dropped = drop_oldest(n, length_of, self.max_length)
+            spans = [(dropped, dropped, n)] if dropped < n else []
+        else:
+            tags = [k for k, t in enumerate(full) if t == self.tag_id]
+            step_tokens = [tags[0] + 1] + [b - a for a, b in pairwise(tags)] if len(tags) == n else [1] * n
+            windows, lost = plan_windows(n, length_of, self.max_length, self.window_overlap, step_tokens)
+            spans = [(w.context, w.first, w.end) for w in windows]
+            dropped = len(lost)
+        rows = [ids(context, end) for context, _, end in spans]
+        for row, (context, _, end) in zip(rows, spans):
+            if row.count(self.tag_id) != end - context:
+                raise ValueError(
+                    f"the PRM tokenizer produced {row.count(self.tag_id)} step tags for {end - context} steps; "
+                    f"the step tag {self.step_tag!r} must tokenise to one token wherever it appears"
+                )
+        return Encoded(rows, StepScores(num_steps=n, dropped_steps=dropped), [range(f, e) for _, f, e in spans])
+
+    def read_positions(self, row: list[int]) -> list[int]:
+        """Positions of the step tags in ``row``."""
+        return [k for k, token in enumerate(row) if token == self.tag_id]
+
+    def finish(self, encoded: Encoded, outputs: list[list[float]]) -> StepScores:
+        """Keep each row's scores of the steps it scores (its last ones); context steps were scored elsewhere."""
+        scores: list[float] = []
+        indices: list[int] = []
+        for steps, out in zip(encoded.steps, outputs):
+            scores += out[len(out) - len(steps) :]
+            indices += list(steps)
+        return replace(encoded.result, step_scores=scores, step_indices=indices)

@@ -1,0 +1,462 @@
+"""Normalise PRM trajectory scores and mix them with the outcome reward: eq. 12 of the ReasonFlux-PRM paper.
+
+``r = (1 - beta) * r_outcome + beta * normalise(r_prm)``.
+
+Group normalisations work on the ``num_generations`` completions of one prompt. TRL hands each rank only its slice
+of the generation batch and a group can straddle two ranks, so raw scores are gathered across ranks before any
+group or batch statistic is taken; every rank then keeps its own slice.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reasonflux_rl.rewards.config import NORMALISATIONS, ON_FAILURE
+from reasonflux_rl.rewards.formula import aggregate, trajectory_reward
+from reasonflux_rl.prm.placement.pooling_client import PRMUnavailableError
+from reasonflux_rl.prm.engine.results import Scorer, StepScores
+from reasonflux_rl.rewards.schedule import beta_at
+from reasonflux_rl.trajectory import completion_text, prompt_text
+
+Score = float | None
+logger = logging.getLogger(__name__)
+
+
+def _zscore(values: list[Score]) -> list[Score]:
+    present = [v for v in values if v is not None]
+    mean = statistics.fmean(present) if present else 0.0
+    # Unbiased std as TRL's group advantages use; a constant group carries no signal and maps to 0.
+    std = statistics.stdev(present) if len(present) > 1 else 0.0
+    if std < 1e-8:
+        return [None if v is None else 0.0 for v in values]
+    return [None if v is None else (v - mean) / std for v in values]
+
+
+def _minmax(values: list[Score]) -> list[Score]:
+    present = [v for v in values if v is not None]
+    low, high = (min(present), max(present)) if present else (0.0, 0.0)
+    if high - low < 1e-8:
+        return [None if v is None else 0.5 for v in values]
+    return [None if v is None else (v - low) / (high - low) for v in values]
+
+
+def _rank(values: list[Score]) -> list[Score]:
+    present = sorted(v for v in values if v is not None)
+    if len(present) < 2:
+        return [None if v is None else 0.5 for v in values]
+    out: list[Score] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        below = sum(1 for p in present if p < v)
+        ties = sum(1 for p in present if p == v)
+        # Tied scores share the mean of their ranks, so equal scores get equal rewards.
+        out.append((below + (ties - 1) / 2) / (len(present) - 1))
+    return out
+
+
+def normalise(scores: Sequence[Score], method: str = "none", group_size: int | None = None) -> list[Score]:
+    """Normalise a full batch of trajectory scores (``None`` = no score, kept as ``None``).
+
+    ``group_*`` methods treat each run of ``group_size`` consecutive scores as one prompt's group; a group whose
+    scores are all equal maps to 0 (z-score) or 0.5 (min-max, rank) rather than dividing by zero.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.rewards.prm import normalise
+    >>> normalise([0.2, 0.4, 0.9, 0.9], "group_minmax", group_size=2)
+    [0.0, 1.0, 0.5, 0.5]
+    >>> normalise([0.1, 0.3, 0.2, None], "group_rank", group_size=4)
+    [0.0, 1.0, 0.5, None]
+    >>> normalise([1.0, 3.0], "batch_zscore")
+    [-0.7071067811865475, 0.7071067811865475]
+
+    ```
+    """
+    if method not in NORMALISATIONS:
+        raise ValueError(f"normalisation={method!r} is not one of {list(NORMALISATIONS)}")
+    values = list(scores)
+    if method == "none":
+        return values
+    if method == "batch_zscore":
+        return _zscore(values)
+    if not group_size or len(values) % group_size:
+        raise ValueError(
+            f"{method} needs the batch ({len(values)} scores) to be whole groups of num_generations={group_size}"
+        )
+    transform = {"group_zscore": _zscore, "group_minmax": _minmax, "group_rank": _rank}[method]
+    out: list[Score] = []
+    for start in range(0, len(values), group_size):
+        out += transform(values[start : start + group_size])
+    return out
+
+
+def mix(outcome: Sequence[Score], prm: Sequence[Score], beta: float) -> list[Score]:
+    """``(1 - beta) * outcome + beta * prm`` per row; a missing part contributes nothing, both missing gives None.
+
+    This is what TRL computes for two reward functions with ``reward_weights=[1 - beta, beta]`` (a ``None`` reward is
+    NaN and ``nansum`` skips it), so the one-callable and two-callable set-ups agree row for row.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.rewards.prm import mix
+    >>> mix([1.0, 0.0, None, None], [0.5, 0.5, 0.5, None], beta=0.75)
+    [0.625, 0.375, 0.375, None]
+
+    ```
+    """
+    if len(outcome) != len(prm):
+        raise ValueError(f"got {len(outcome)} outcome rewards but {len(prm)} PRM scores")
+    out: list[Score] = []
+    for o, p in zip(outcome, prm):
+        if o is None and p is None:
+            out.append(None)
+        else:
+            out.append((0.0 if o is None else (1.0 - beta) * o) + (0.0 if p is None else beta * p))
+    return out
+
+
+def gather_batch(values: Sequence[Any]) -> tuple[list[Any], int]:
+    """The whole generation batch of a per-row list (every rank's slice, in rank order) and this rank's offset in it.
+
+    TRL hands each rank its slice of the generation batch, in rank order; a single process has the whole batch.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.rewards.prm import gather_batch
+    >>> gather_batch([0.2, 0.6])  # single process
+    ([0.2, 0.6], 0)
+
+    ```
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return list(values), 0
+    per_rank = gather_object([list(values)])
+    offset = sum(len(part) for part in per_rank[: state.process_index])
+    return [value for part in per_rank for value in part], offset
+
+
+def gather_normalise(scores: list[Score], method: str, group_size: int | None) -> list[Score]:
+    """[`normalise`] over the global batch when running distributed; returns this rank's slice.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.rewards.prm import gather_normalise
+    >>> gather_normalise([0.2, 0.6], "group_minmax", group_size=2)  # single process: same as normalise
+    [0.0, 1.0]
+
+    ```
+    """
+    if method == "none":
+        return list(scores)
+    flat, offset = gather_batch(scores)
+    return normalise(flat, method, group_size)[offset : offset + len(scores)]
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 2 or statistics.pstdev(xs) < 1e-12 or statistics.pstdev(ys) < 1e-12:
+        return None
+    return statistics.correlation(xs, ys)
+
+
+def _mean(values: Sequence[Score]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+@dataclass
+class PRMBatch:
+    """What [`PRMReward.score`] computed for this rank's slice of one batch.
+
+    ``unavailable`` is set when the PRM servers could not score the batch (on any rank) and the policy is
+    ``outcome_only``: every raw score is then ``None``.
+    """
+
+    raw: list[Score]
+    normalised: list[Score]
+    step_scores: list[list[float]]
+    num_steps: list[int]
+    dropped_fraction: list[float]
+    unavailable: bool = False
+
+
+def log_batch(
+    log_metric: Callable[[str, float], None],
+    prm: PRMBatch | None,
+    outcome: Sequence[Score] | None = None,
+    mixed: Sequence[Score] | None = None,
+) -> None:
+    """Log the reward metrics of one generation batch, computed over the whole batch (all ranks).
+
+    Every rank logs the same values, so TRL's average over ranks keeps them: means, standard deviation, the PRM /
+    outcome correlation and the counts of missing parts are those of the global batch, not of one rank's slice.
+    A metric with nothing to average is not logged (a NaN would poison TRL's running mean).
+    """
+    columns: dict[str, Sequence[Any]] = {}
+    if prm is not None:
+        columns.update(prm_mean=prm.raw, prm_normalised_mean=prm.normalised, steps_mean=prm.num_steps,
+                       dropped_step_frac=prm.dropped_fraction)
+    if outcome is not None:
+        columns["outcome_mean"] = outcome
+    if mixed is not None:
+        columns["mixed_mean"] = mixed
+    rows, _ = gather_batch(list(zip(*columns.values())))
+    batch = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+    for name, values in batch.items():
+        value = _mean(values)
+        if value is not None:
+            log_metric(f"reasonflux/{name}", value)
+    if prm is not None:
+        present = [v for v in batch["prm_mean"] if v is not None]
+        if present:
+            log_metric("reasonflux/prm_std", statistics.pstdev(present))
+        log_metric("reasonflux/prm_missing", float(len(batch["prm_mean"]) - len(present)))
+        log_metric("reasonflux/prm_unavailable", float(prm.unavailable))
+    if outcome is not None:
+        log_metric("reasonflux/outcome_missing", float(sum(o is None for o in batch["outcome_mean"])))
+    if prm is not None and outcome is not None:
+        pairs = [(o, p) for o, p in zip(batch["outcome_mean"], batch["prm_mean"]) if o is not None and p is not None]
+        corr = _pearson([o for o, _ in pairs], [p for _, p in pairs])
+        if corr is not None:
+            log_metric("reasonflux/prm_outcome_corr", corr)
+
+
+class PRMReward:
+    """TRL reward function returning the normalised PRM trajectory score of each completion.
+
+    Use it on its own, or beside the outcome reward with ``reward_weights: [1 - beta, beta]`` (see the README for how
+    that interacts with ``multi_objective_aggregation``; ``beta`` is then only logged). It logs
+    ``reasonflux/prm_mean`` (raw), ``prm_std``, ``prm_normalised_mean``, ``prm_missing``, ``prm_unavailable``,
+    ``steps_mean`` and ``dropped_step_frac`` over the whole batch (see [`log_batch`]), this rank's PRM wall seconds
+    (``prm_seconds``), a remote scorer's transport
+    counts as ``reasonflux/prm_server_<count>`` (per rank), and the step scores as a ``prm_step_scores`` column of
+    the completions table.
+
+    When the scorer raises [`~reasonflux_rl.prm.placement.pooling_client.PRMUnavailableError`] (PRM servers down or past
+    their deadline), ``on_failure="error"`` stops training with the reason, and ``"outcome_only"`` leaves every PRM
+    score of that batch missing, on every rank, so that the batch trains on the outcome reward alone.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.rewards.prm import PRMReward
+    >>> from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> prm = PRMReward(StepScorer.from_pretrained(write_tiny_models(tempfile.mkdtemp()).prm),
+    ...                 normalisation="group_minmax", num_generations=2)
+    >>> prm(prompts=["1+1?"] * 2, completions=["2", "It is 2.\\n\\nSo \\\\boxed{2}."])
+    [1.0, 0.0]
+
+    ```
+    """
+
+    __name__ = "prm"
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        normalisation: str = "none",
+        aggregation: str = "mean",
+        alpha: float | None = None,
+        num_generations: int | None = None,
+        problem_column: str = "problem",
+        on_failure: str = "error",
+        beta: float | None = None,
+    ) -> None:
+        normalise([], normalisation, num_generations or 1)
+        aggregate([], aggregation)
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure={on_failure!r} is not one of {ON_FAILURE}")
+        self.scorer = scorer
+        self.normalisation = normalisation
+        self.aggregation = aggregation
+        self.alpha = alpha
+        self.num_generations = num_generations
+        self.problem_column = problem_column
+        self.on_failure = on_failure
+        self.beta = beta
+
+    def score(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> PRMBatch:
+        """Score and normalise one batch (this rank's slice; normalisation statistics are global)."""
+        problems = kwargs.get(self.problem_column) or [prompt_text(p) for p in prompts]
+        texts = [completion_text(c) for c in completions]
+        failure = None
+        try:
+            results = self.scorer.score(list(problems), texts)
+        except PRMUnavailableError as err:
+            if self.on_failure == "error":
+                raise PRMUnavailableError(
+                    f"{err}. Training stops (prm_on_failure: error); with prm_on_failure: outcome_only such a batch "
+                    "trains on the outcome reward alone"
+                ) from None
+            failure = err
+        unavailable = failure is not None
+        if self.on_failure == "outcome_only":
+            # One rank's failure drops the PRM from the whole batch, so no group mixes rows with and without it.
+            unavailable = any(gather_batch([unavailable])[0])
+        if unavailable:
+            logger.warning("PRM servers unavailable, this batch trains on the outcome reward alone: %s", failure)
+            results = [StepScores() for _ in texts]
+        raw = [trajectory_reward(r.step_scores, r.trajectory_score, self.aggregation, self.alpha) for r in results]
+        return PRMBatch(
+            raw=raw,
+            normalised=gather_normalise(raw, self.normalisation, self.num_generations),
+            step_scores=[r.step_scores for r in results],
+            num_steps=[r.num_steps for r in results],
+            dropped_fraction=[r.dropped_fraction for r in results],
+            unavailable=unavailable,
+        )
+
+    def report(
+        self,
+        batch: PRMBatch,
+        log_metric: Callable[[str, float], None] | None,
+        log_extra: Callable[[str, list], None] | None,
+    ) -> None:
+        """What is logged per rank: a remote scorer's transport counts (reset on reading) and the step scores as a
+        column of the completions table (the batch metrics are [`log_batch`]'s)."""
+        metrics = getattr(self.scorer, "metrics", None)
+        if metrics is not None and log_metric is not None:
+            for name, value in sorted(metrics().items()):
+                log_metric(f"reasonflux/prm_server_{name}", float(value))
+        if log_extra is not None:
+            log_extra("prm_step_scores", [[round(s, 4) for s in row] for row in batch.step_scores])
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        **kwargs: Any,
+    ) -> list[Score]:
+        start = time.perf_counter()
+        batch = self.score(prompts, completions, **kwargs)
+        if log_metric is not None:
+            log_metric("reasonflux/prm_seconds", time.perf_counter() - start)
+            log_batch(log_metric, batch)
+            if self.beta is not None:
+                log_metric("reasonflux/beta", self.beta)
+        self.report(batch, log_metric, log_extra)
+        return batch.normalised
+
+
+class MixedReward:
+    """TRL reward function for ``(1 - beta) * r_outcome + beta * normalise(r_prm)``.
+
+    ``outcome`` is a TRL reward callable (e.g. [`~reasonflux_rl.rewards.outcome.OutcomeReward`]); ``scorer`` any PRM scorer
+    ([`~reasonflux_rl.prm.load_scorer`]), or ``None`` for beta 0. ``beta_schedule`` (see
+    [`~reasonflux_rl.rewards.schedule.beta_at`]) moves beta over ``beta_schedule_steps`` optimizer steps (default: the run's
+    ``max_steps``), read from TRL's ``trainer_state``. Besides [`PRMReward`]'s metrics it logs
+    ``reasonflux/outcome_mean``, ``mixed_mean``, ``beta``, ``outcome_missing`` and ``prm_outcome_corr`` (Pearson
+    correlation of raw PRM score and outcome within the batch), and this rank's wall seconds in the outcome reward
+    and the PRM (``reasonflux/outcome_seconds``, ``prm_seconds``).
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.rewards.prm import MixedReward
+    >>> from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> scorer = StepScorer.from_pretrained(write_tiny_models(tempfile.mkdtemp()).prm)
+    >>> exact = lambda completions, solution, **kw: [float(c == s) for c, s in zip(completions, solution)]
+    >>> reward = MixedReward(exact, scorer, beta=0.0)
+    >>> reward(prompts=["1+1?", "1+1?"], completions=["2", "3"], solution=["2", "2"])
+    [1.0, 0.0]
+
+    ```
+    """
+
+    __name__ = "mixed_reward"
+
+    def __init__(
+        self,
+        outcome: Callable[..., list[Score]],
+        scorer: Scorer | None,
+        *,
+        beta: float = 0.75,
+        beta_schedule: str = "constant",
+        beta_schedule_steps: int | None = None,
+        normalisation: str = "none",
+        aggregation: str = "mean",
+        alpha: float | None = None,
+        num_generations: int | None = None,
+        problem_column: str = "problem",
+        on_failure: str = "error",
+    ) -> None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta={beta} must be in [0, 1]")
+        if scorer is None and beta > 0:
+            raise ValueError(f"beta={beta} > 0 needs a PRM scorer")
+        beta_at(beta_schedule, beta, 0, beta_schedule_steps or 1)
+        self.outcome = outcome
+        self.prm = None
+        if scorer is not None:
+            self.prm = PRMReward(
+                scorer,
+                normalisation=normalisation,
+                aggregation=aggregation,
+                alpha=alpha,
+                num_generations=num_generations,
+                problem_column=problem_column,
+                on_failure=on_failure,
+            )
+        self.beta = beta
+        self.beta_schedule = beta_schedule
+        self.beta_schedule_steps = beta_schedule_steps
+
+    def close(self) -> None:
+        """Release what the outcome reward holds (its verification worker processes), if it holds anything."""
+        close = getattr(self.outcome, "close", None)
+        if close is not None:
+            close()
+
+    def current_beta(self, trainer_state: Any = None) -> float:
+        """Beta at the trainer's current optimizer step (the constant ``beta`` outside a trainer)."""
+        if self.beta_schedule == "constant":
+            return self.beta
+        step = getattr(trainer_state, "global_step", 0) or 0
+        total = self.beta_schedule_steps or getattr(trainer_state, "max_steps", None)
+        return beta_at(self.beta_schedule, self.beta, step, total)
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        trainer_state: Any = None,
+        **kwargs: Any,
+    ) -> list[Score]:
+        kwargs.pop("completion_ids", None)
+        beta = self.current_beta(trainer_state)
+        start = time.perf_counter()
+        outcome = self.outcome(completions=completions, log_metric=log_metric, log_extra=log_extra, **kwargs)
+        seconds = {"outcome": time.perf_counter() - start}
+        if self.prm is None:
+            mixed = mix(outcome, [None] * len(outcome), beta)
+            batch = None
+        else:
+            start = time.perf_counter()
+            batch = self.prm.score(prompts, completions, **kwargs)
+            seconds["prm"] = time.perf_counter() - start
+            self.prm.report(batch, log_metric, log_extra)
+            # With beta = 0 the PRM must not change a row, not even by turning a None outcome into 0.
+            mixed = mix(outcome, batch.normalised if beta > 0 else [None] * len(outcome), beta)
+        if log_metric is not None:
+            log_metric("reasonflux/beta", beta)
+            for part, value in seconds.items():
+                log_metric(f"reasonflux/{part}_seconds", value)
+            log_batch(log_metric, batch, outcome, mixed)
+        return mixed

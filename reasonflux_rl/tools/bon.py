@@ -1,0 +1,688 @@
+"""``reasonflux-rl bon``: Best-of-N accuracy of PRM-picked answers against majority vote, random pick and oracle.
+
+The paper's third use of ReasonFlux-PRM (test-time scaling). For each problem there are candidate completions (read
+from the input, or sampled from a policy); for each N in {1, 2, 4, 8, 16} up to the candidates available, every
+method looks at the *same first N candidates* of each problem, and its pick is judged by the outcome reward
+(math-verify against the reference answer, [`reasonflux_rl.rewards.outcome.OutcomeReward`]):
+
+- ``prm``: the candidate with the highest aggregated PRM score; ties go to the earliest candidate, and a candidate
+  the PRM could not score (no step scored, or a non-finite score) ranks below every scored one.
+- ``majority``: candidates are grouped by their final answer (see [`answer_key`]); the largest group wins, ties go to
+  the group whose first member comes first; its first member is the pick. Candidates without an answer do not vote.
+- ``random``: the *expected* accuracy of a uniformly random pick, i.e. the mean correctness of the first N, computed
+  exactly rather than from one seeded draw: no sampling noise, nothing to seed.
+- ``oracle``: 1 when any of the first N is correct (pass@N of these candidates), the ceiling of any picker.
+
+At N = 1 all four methods are the first candidate's correctness. Candidates past the largest N evaluated are cut
+before judging and scoring. PRM scores are cached beside the output as they are computed
+([`reasonflux_rl.tools.store.ScoreStore`]), so an interrupted run resumes without rescoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.tools.outputs import write_json, write_rows
+from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
+from reasonflux_rl.tools.rows import (
+    Pair,
+    add_input_arguments,
+    check_columns,
+    describe_bad_rows,
+    handle_bad_rows,
+    integer_or_text_field,
+    load_rows,
+    text_field,
+)
+from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
+from reasonflux_rl.tools.store import ScoreStore
+from reasonflux_rl.trajectory import THINK_OPEN, prompt_text, split_trajectory
+
+NS: tuple[int, ...] = (1, 2, 4, 8, 16)
+METHODS: tuple[str, ...] = ("prm", "majority", "random", "oracle")
+BACKENDS: tuple[str, ...] = ("auto", "transformers", "vllm")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One Best-of-N problem: its input row, the problem text, the reference answer and the candidates.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import Problem
+    >>> Problem(0, "1+1?", "2", ["</think>\\n\\\\boxed{2}", "</think>\\n\\\\boxed{3}"]).candidates[1]
+    '</think>\\n\\\\boxed{3}'
+
+    ```
+    """
+
+    row: int
+    problem: str
+    answer: str
+    candidates: list[str]
+
+
+# ----------------------------------------------------------------------------------------------- rows
+
+
+def _candidates(row: Mapping, name: str, reasons: list[str]) -> list[str] | None:
+    value = row.get(name)
+    if value is None:
+        reasons.append(f"missing {name!r}")
+        return None
+    if not isinstance(value, (list, tuple)):
+        reasons.append(f"{name!r} is a {type(value).__name__}, not a list of strings")
+        return None
+    if not value:
+        reasons.append(f"{name!r} is an empty list")
+        return None
+    for index, candidate in enumerate(value):
+        if not isinstance(candidate, str):
+            reasons.append(f"candidate {index} of {name!r} is a {type(candidate).__name__}, not a string")
+        elif not candidate.strip():
+            reasons.append(f"candidate {index} of {name!r} is empty")
+    return None if reasons else list(value)
+
+
+def problem_from_row(index: int, row: Mapping, fields: Mapping[str, str | None]) -> Problem | str:
+    """The [`Problem`] of an input row, or why it gives none (every problem with it).
+
+    ``fields`` maps ``problem``, ``answer`` and ``candidates`` to the row's field names; ``candidates=None`` (the
+    candidates will be generated) gives a problem without candidates.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import problem_from_row
+    >>> fields = {"problem": "problem", "answer": "solution", "candidates": "candidates"}
+    >>> problem_from_row(0, {"problem": "1+1?", "solution": 2, "candidates": ["2"]}, fields)
+    Problem(row=0, problem='1+1?', answer='2', candidates=['2'])
+    >>> print(problem_from_row(1, {"problem": "1+1?", "candidates": ["2", 3, " "]}, fields))
+    missing 'solution'; candidate 1 of 'candidates' is a int, not a string; candidate 2 of 'candidates' is empty
+
+    ```
+    """
+    reasons: list[str] = []
+    problem = text_field(row, fields["problem"], reasons, chat=prompt_text)
+    answer = integer_or_text_field(row, fields["answer"], reasons)
+    candidates: list[str] | None = []
+    if fields.get("candidates") is not None:
+        candidates = _candidates(row, fields["candidates"], reasons)
+    if reasons:
+        return "; ".join(reasons)
+    return Problem(index, problem, answer, candidates)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------- the methods
+
+
+def _canonical(value: Any) -> str:
+    import sympy
+
+    # Two cheap equivalences that full math-verify comparison would also find: 0.5 is 1/2, "x = 3" is 3.
+    if isinstance(value, sympy.Eq) and isinstance(value.lhs, sympy.Symbol):
+        value = value.rhs
+    if isinstance(value, sympy.Float):
+        value = sympy.nsimplify(value, rational=True)
+    return str(value)
+
+
+def answer_key(completion: str, thinking_prefilled: bool = False) -> str | None:
+    """The final answer of a completion as a canonical string, for majority voting; ``None`` when it has none.
+
+    The answer is extracted as the outcome reward extracts it (from the response after the last ``</think>``, boxed
+    first; a completion that never closed its thinking has none) and parsed by math-verify; the key is sympy's
+    string of the parsed value, after turning decimals into fractions and ``x = v`` into ``v``. So ``\\frac12``,
+    ``\\dfrac{1}{2}`` and ``0.5`` vote together and ``{2, 1}`` equals ``{1, 2}``. Deciding equivalence with
+    math-verify's ``verify`` for every pair of candidates would merge more forms, but costs N^2 sympy comparisons per
+    problem, each of which can hang; one parse per candidate is linear.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import answer_key
+    >>> [answer_key(f"</think>\\nSo $\\\\boxed{{{a}}}$.") for a in ("\\\\frac12", "\\\\dfrac{1}{2}", "0.5", "x=0.5")]
+    ['1/2', '1/2', '1/2', '1/2']
+    >>> answer_key("</think>\\nNo answer here."), answer_key("<think>\\n\\\\boxed{2} ... cut off")
+    (None, None)
+
+    ```
+    """
+    from math_verify import parse
+
+    from reasonflux_rl.rewards.outcome import _ANSWER_CONFIG  # the outcome reward's extraction rules, so that votes and judging agree
+
+    trajectory = split_trajectory(completion, thinking_prefilled)
+    if not trajectory.closed or not trajectory.response:
+        return None
+    # math-verify's own timeout uses signal.alarm, which only works in the main thread.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    try:
+        parsed = parse(
+            trajectory.response,
+            extraction_config=_ANSWER_CONFIG,
+            extraction_mode="first_match",
+            parsing_timeout=timeout,
+        )
+        return _canonical(parsed[0]) if parsed else None
+    except Exception:  # noqa: BLE001 -- an answer sympy cannot handle has no key: no vote, judged on its own
+        return None
+
+
+def prm_pick(scores: Sequence[float | None], n: int) -> int:
+    """Index of the best-scored of the first ``n`` candidates; ties to the earliest, unscored (``None``) last.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import prm_pick
+    >>> prm_pick([0.2, 0.9, 0.9, 1.0], 3), prm_pick([None, 0.1], 2), prm_pick([None, None], 2)
+    (1, 1, 0)
+
+    ```
+    """
+    best = 0
+    for index in range(1, n):
+        score, top = scores[index], scores[best]
+        if score is not None and (top is None or score > top):
+            best = index
+    return best
+
+
+def majority_pick(keys: Sequence[str | None], n: int) -> int:
+    """Index of the first member of the largest answer group among the first ``n`` candidates.
+
+    Ties go to the group whose first member comes first; candidates without an answer (``None``) do not vote; with
+    no answer at all the first candidate is the pick.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import majority_pick
+    >>> majority_pick(["3", "4", "4", "3"], 3), majority_pick(["3", "4", "4", "3"], 4), majority_pick([None, "5"], 2)
+    (1, 0, 1)
+
+    ```
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys[:n]):
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, index)
+    if not counts:
+        return 0
+    winner = min(counts, key=lambda key: (-counts[key], first[key]))
+    return first[winner]
+
+
+def problem_outcomes(
+    correct: Sequence[float], scores: Sequence[float | None], keys: Sequence[str | None], n: int
+) -> dict[str, float]:
+    """Each method's correctness on one problem with its first ``n`` candidates (``random`` is an expectation).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import problem_outcomes
+    >>> problem_outcomes([0.0, 1.0, 0.0, 1.0], [0.9, 0.1, 0.5, 0.2], ["3", "4", "3", "4"], 4)
+    {'prm': 0.0, 'majority': 0.0, 'random': 0.5, 'oracle': 1.0}
+
+    ```
+    """
+    if not 1 <= n <= len(correct):
+        raise ValueError(f"n={n} must be between 1 and the {len(correct)} candidates")
+    first = correct[:n]
+    return {
+        "prm": float(correct[prm_pick(scores, n)]),
+        "majority": float(correct[majority_pick(keys, n)]),
+        "random": math.fsum(first) / n,
+        "oracle": float(max(first)),
+    }
+
+
+def best_of_n(
+    correct: Sequence[Sequence[float]],
+    scores: Sequence[Sequence[float | None]],
+    keys: Sequence[Sequence[str | None]],
+    ns: Sequence[int] = NS,
+) -> list[dict[str, float]]:
+    """The Best-of-N table: for each ``n``, each method's accuracy (mean over problems of [`problem_outcomes`]).
+
+    ``correct[i][j]`` is the outcome (1.0 or 0.0) of candidate ``j`` of problem ``i``, ``scores[i][j]`` its
+    aggregated PRM score and ``keys[i][j]`` its [`answer_key`].
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import best_of_n
+    >>> correct = [[0.0, 1.0], [1.0, 1.0]]
+    >>> scores = [[0.2, 0.8], [0.5, 0.1]]
+    >>> keys = [["7", "8"], ["1", "1"]]
+    >>> for row in best_of_n(correct, scores, keys, ns=[1, 2]):
+    ...     print(row)
+    {'n': 1, 'prm': 0.5, 'majority': 0.5, 'random': 0.5, 'oracle': 0.5}
+    {'n': 2, 'prm': 1.0, 'majority': 0.5, 'random': 0.75, 'oracle': 1.0}
+
+    ```
+    """
+    if not correct:
+        raise ValueError("no problems to evaluate")
+    table = []
+    for n in ns:
+        outcomes = [problem_outcomes(c, s, k, n) for c, s, k in zip(correct, scores, keys)]
+        table.append({"n": n, **{m: math.fsum(o[m] for o in outcomes) / len(outcomes) for m in METHODS}})
+    return table
+
+
+def usable_ns(counts: Sequence[int], ns: Sequence[int] = NS) -> list[int]:
+    """The ``ns`` that every problem has enough candidates for.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import usable_ns
+    >>> usable_ns([16, 6, 9]), usable_ns([3], [1, 3, 5])
+    ([1, 2, 4], [1, 3])
+
+    ```
+    """
+    fewest = min(counts, default=0)
+    return [n for n in ns if n <= fewest]
+
+
+# ----------------------------------------------------------------------------------------------- judging and scoring
+
+
+def unparseable_answers(problems: Sequence[Problem], reward: Any) -> list[Problem]:
+    """The problems whose reference answer math-verify cannot parse: the outcome reward (``reward.score``, an
+    ``OutcomeReward``) gives them ``None`` whatever the completion, so an empty one finds them before any candidate
+    is generated, cut or judged.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import Problem, unparseable_answers
+    >>> from reasonflux_rl.rewards.outcome import OutcomeReward
+    >>> with OutcomeReward(num_workers=1) as reward:
+    ...     [p.row for p in unparseable_answers([Problem(0, "1+1?", "2", []), Problem(1, "?", "hello", [])], reward)]
+    [1]
+
+    ```
+    """
+    outcomes = reward.score([""] * len(problems), [p.answer for p in problems])
+    return [problem for problem, outcome in zip(problems, outcomes) if outcome is None]
+
+
+def judge(problems: Sequence[Problem], reward: Any) -> list[list[float]]:
+    """Outcome (1.0/0.0) of every candidate, by ``reward.score(completions, golds)``; every reference answer must
+    parse (see [`unparseable_answers`]).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import Problem, judge
+    >>> from reasonflux_rl.rewards.outcome import OutcomeReward
+    >>> problems = [Problem(0, "1+1?", "2", ["</think>\\n\\\\boxed{2}", "</think>\\n\\\\boxed{3}"])]
+    >>> with OutcomeReward(num_workers=1) as reward:
+    ...     judge(problems, reward)
+    [[1.0, 0.0]]
+
+    ```
+    """
+    flat = reward.score([c for p in problems for c in p.candidates], [p.answer for p in problems for _ in p.candidates])
+    if any(outcome is None for outcome in flat):
+        raise RuntimeError("a reference answer did not parse; check them with unparseable_answers first")
+    outcomes, start = [], 0
+    for problem in problems:
+        outcomes.append([float(o) for o in flat[start : start + len(problem.candidates)]])
+        start += len(problem.candidates)
+    return outcomes
+
+
+def candidate_pairs(problems: Sequence[Problem]) -> list[list[Pair]]:
+    """Each problem's candidates as scorer pairs, numbered through all problems (the rows of the PRM score cache).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import Problem, candidate_pairs
+    >>> grouped = candidate_pairs([Problem(0, "1+1?", "2", ["2", "3"]), Problem(4, "2+2?", "4", ["4"])])
+    >>> [[(p.row, p.problem, p.completion) for p in group] for group in grouped]
+    [[(0, '1+1?', '2'), (1, '1+1?', '3')], [(2, '2+2?', '4')]]
+
+    ```
+    """
+    grouped, start = [], 0
+    for problem in problems:
+        grouped.append([Pair(start + j, problem.problem, c) for j, c in enumerate(problem.candidates)])
+        start += len(problem.candidates)
+    return grouped
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` is vLLM when it can be imported, else transformers; asking for vLLM without it is an error.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import resolve_backend
+    >>> resolve_backend("transformers")
+    'transformers'
+
+    ```
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend={backend!r} is not one of {BACKENDS}")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if backend == "auto":
+        return "vllm" if has_vllm else "transformers"
+    if backend == "vllm" and not has_vllm:
+        raise ConfigError("--backend vllm: vllm cannot be imported; pip install vllm, or use --backend transformers")
+    return backend
+
+
+def _prefill(prompt: str) -> str:
+    # A template that opens the thinking in the prompt (R1-distill) leaves "<think>" out of the completion; putting
+    # it back makes each saved candidate a self-contained completion for the PRM, the judge and a later --input run.
+    return THINK_OPEN + "\n" if prompt.rstrip().endswith(THINK_OPEN) else ""
+
+
+def _chat_prompts(tokenizer: Any, problems: Sequence[str], policy: str) -> list[str]:
+    if not tokenizer.chat_template:
+        raise ConfigError(f"policy {policy!r} has no chat template; generation prompts are built with it")
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in problems
+    ]
+
+
+def _generate_transformers(policy: str, problems: Sequence[str], n: int, options: Mapping[str, Any]) -> list[list[str]]:
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(options["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    prompts = _chat_prompts(tokenizer, problems, policy)
+    model = AutoModelForCausalLM.from_pretrained(policy, dtype="auto").to(device).eval()
+    torch.manual_seed(options["seed"])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    for prompt in tqdm(prompts, desc="generating", unit="problem", disable=not options["progress"]):
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            ids = model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=options["temperature"],
+                top_p=options["top_p"],
+                max_new_tokens=options["max_new_tokens"],
+                num_return_sequences=n,
+                pad_token_id=pad,
+            )
+        texts = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        out.append([_prefill(prompt) + text for text in texts])
+    return out
+
+
+def _generate_vllm(  # pragma: no cover
+    policy: str, problems: Sequence[str], n: int, options: Mapping[str, Any]
+) -> list[list[str]]:
+    # Untested: vLLM is not installed where the tests run. Kept to the one documented LLM.generate call.
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=policy, seed=options["seed"])
+    prompts = _chat_prompts(llm.get_tokenizer(), problems, policy)
+    params = SamplingParams(
+        n=n, temperature=options["temperature"], top_p=options["top_p"], max_tokens=options["max_new_tokens"],
+        seed=options["seed"],
+    )
+    results = llm.generate(prompts, params)
+    return [[_prefill(p) + o.text for o in r.outputs] for p, r in zip(prompts, results)]
+
+
+def generate_candidates(
+    policy: str,
+    problems: Sequence[str],
+    n: int,
+    *,
+    backend: str = "auto",
+    max_new_tokens: int = 4096,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+) -> list[list[str]]:
+    """Sample ``n`` completions per problem from ``policy`` (a local checkpoint) on its chat template.
+
+    The transformers backend samples one problem at a time (``num_return_sequences=n``) after
+    ``torch.manual_seed(seed)``; vLLM, when installed, samples all problems in one call. A template that pre-fills
+    ``<think>`` gets it put back at the start of each completion.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.tools.bon import generate_candidates
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> policy = str(write_tiny_models(tempfile.mkdtemp()).policy)
+    >>> out = generate_candidates(policy, ["1+1?"], 3, backend="transformers", max_new_tokens=4)
+    >>> len(out), len(out[0]), out[0][0].startswith("<think>\\n")
+    (1, 3, True)
+
+    ```
+    """
+    if n < 1:
+        raise ConfigError(f"--n={n} must be >= 1")
+    options = {
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+        "device": device, "progress": progress,
+    }
+    generate = _generate_vllm if resolve_backend(backend) == "vllm" else _generate_transformers
+    return generate(policy, problems, n, options)
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+
+def _parse_ns(text: str) -> list[int]:
+    try:
+        ns = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(f"--ns={text!r} must be a comma-separated list of integers") from None
+    if not ns or ns[0] < 1:
+        raise ConfigError(f"--ns={text!r} must list integers >= 1")
+    return ns
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``reasonflux-rl bon`` argument parser.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import make_parser
+    >>> args = make_parser().parse_args(["--input", "p.jsonl", "--prm", "ckpt", "--output", "bon.json"])
+    >>> args.ns, args.candidates_field, args.policy
+    ('1,2,4,8,16', 'candidates', None)
+
+    ```
+    """
+    parser = argparse.ArgumentParser(
+        prog="reasonflux-rl bon",
+        description="Best-of-N accuracy of PRM-picked answers against majority vote, random pick and oracle.",
+    )
+    add_input_arguments(parser)
+    parser.add_argument("--output", required=True, help="the JSON table (a .json file)")
+    parser.add_argument("--cache", default=None, help="PRM score cache (default: the output with .prm-cache.jsonl)")
+    parser.add_argument("--plot", default=None, help="PNG figure (default: the output with .png)")
+    parser.add_argument("--no-plot", action="store_true", help="write no figure (matplotlib not needed)")
+    parser.add_argument("--ns", default="1,2,4,8,16", help="candidate counts to evaluate, up to those available")
+    parser.add_argument("--problem-field", default="problem", help="the problem: a string or chat messages")
+    parser.add_argument("--answer-field", default="solution", help="reference answer")
+    parser.add_argument("--candidates-field", default="candidates", help="list of completions per problem")
+    parser.add_argument("--workers", type=int, default=None, help="outcome verification processes (default: cores)")
+    parser.add_argument("--timeout-seconds", type=float, default=5.0, help="per-candidate verification limit")
+    generation = parser.add_argument_group("generation (instead of --candidates-field)")
+    generation.add_argument("--policy", default=None, help="local policy checkpoint to sample candidates from")
+    generation.add_argument("--n", type=int, default=16, help="candidates per problem")
+    generation.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM when installed")
+    generation.add_argument("--max-new-tokens", type=int, default=4096)
+    generation.add_argument("--temperature", type=float, default=0.6)
+    generation.add_argument("--top-p", type=float, default=0.95)
+    generation.add_argument("--seed", type=int, default=0)
+    generation.add_argument("--candidates-out", default=None, help="default: <output>.candidates.jsonl")
+    add_prm_arguments(parser)
+    return parser
+
+
+def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    output = Path(args.output)
+    if output.suffix != ".json":
+        raise ConfigError(f"--output={args.output!r} must be a .json file")
+    plot = None if args.no_plot else Path(args.plot) if args.plot else output.with_suffix(".png")
+    if plot is not None:
+        from reasonflux_rl.tools.plots import require_matplotlib
+
+        require_matplotlib()
+    return output, plot
+
+
+def _with_generated(problems: list[Problem], args: argparse.Namespace, output: Path) -> tuple[list[Problem], Path]:
+    texts = generate_candidates(
+        args.policy,
+        [p.problem for p in problems],
+        args.n,
+        backend=args.backend,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    problems = [Problem(p.row, p.problem, p.answer, c) for p, c in zip(problems, texts)]
+    # Saved before judging: generation is the expensive part, and this file is a ready --input for a rerun.
+    path = Path(args.candidates_out) if args.candidates_out else output.with_suffix(".candidates.jsonl")
+    rows = [
+        {
+            "row_index": p.row,
+            args.problem_field: p.problem,
+            args.answer_field: p.answer,
+            args.candidates_field: p.candidates,
+        }
+        for p in problems
+    ]
+    return problems, write_rows(rows, path)
+
+
+def main(argv: Sequence[str]) -> None:
+    """Run ``reasonflux-rl bon`` (see ``--help`` and the module docstring).
+
+    Example:
+    ```python
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from reasonflux_rl.tools.bon import main
+    >>> from reasonflux_rl.tiny import write_tiny_models
+    >>> work = Path(tempfile.mkdtemp())
+    >>> prm = write_tiny_models(work).prm
+    >>> row = {"problem": "1+1?", "solution": "2", "candidates": ["</think>\\n\\\\boxed{3}", "</think>\\n\\\\boxed{2}"]}
+    >>> _ = (work / "bon.jsonl").write_text(json.dumps(row) + "\\n")
+    >>> main(["--input", str(work / "bon.jsonl"), "--prm", str(prm), "--output", str(work / "bon.json"),
+    ...       "--workers", "1", "--no-plot"])  # doctest: +ELLIPSIS
+    n=1  prm 0.000  majority 0.000  random 0.000  oracle 0.000
+    n=2  prm ...  majority 0.000  random 0.500  oracle 1.000
+    table: .../bon.json
+
+    ```
+    """
+    args = make_parser().parse_args(list(argv))
+    ns = _parse_ns(args.ns)
+    output, plot = _check_paths(args)
+    settings = prm_settings(args)
+    generating = args.policy is not None
+    if generating:
+        resolve_backend(args.backend)
+    fields = {"problem": args.problem_field, "answer": args.answer_field}
+    fields["candidates"] = None if generating else args.candidates_field
+
+    table = load_rows(args.input, args.config, args.split)
+    check_columns(table.rows, [f for f in fields.values() if f is not None])
+    problems, bad = table.split(lambda index, row: problem_from_row(index, row, fields))
+    handle_bad_rows(bad, args.on_bad_row, "before judging", "bon")
+
+    from reasonflux_rl.rewards.outcome import OutcomeReward
+
+    with OutcomeReward(
+        num_workers=args.workers, timeout_seconds=args.timeout_seconds, thinking_prefilled=args.thinking_prefilled
+    ) as reward:
+        unparseable = [
+            table.bad_row(p.row, f"math-verify cannot parse the reference answer {p.answer!r:.60}")
+            for p in unparseable_answers(problems, reward)
+        ]
+        handle_bad_rows(unparseable, args.on_bad_row, "before judging", "bon")
+        skipped = {b.row for b in unparseable}
+        problems = [p for p in problems if p.row not in skipped]
+        bad = sorted(bad + unparseable, key=lambda b: b.row)
+        if not problems:
+            raise ConfigError(f"no problem left to evaluate ({describe_bad_rows(bad)})")
+        candidates_path = None
+        if generating:
+            problems, candidates_path = _with_generated(problems, args, output)
+        used = usable_ns([len(p.candidates) for p in problems], ns)
+        if not used:
+            fewest = min(len(p.candidates) for p in problems)
+            raise ConfigError(f"--ns={args.ns}: some problem has only {fewest} candidates")
+        # No method looks past the largest N evaluated: the candidates beyond it are neither judged nor scored.
+        problems = [replace(p, candidates=p.candidates[: used[-1]]) for p in problems]
+        correct = judge(problems, reward)
+
+    grouped = candidate_pairs(problems)
+    pairs = [pair for group in grouped for pair in group]
+    store = ScoreStore(Path(args.cache) if args.cache else output.with_suffix(".prm-cache.jsonl"), settings,
+                       fingerprint(pairs))
+    records = score_pairs(pairs, lambda: scorer_from_args(args), store, chunk_size=args.chunk_size,
+                          progress=not args.no_progress)
+    scores = [[record_reward(records[p.row], args.aggregation, args.alpha) for p in group] for group in grouped]
+    unscored = sum(s is None for row in scores for s in row)
+    keys = [[answer_key(c, args.thinking_prefilled) for c in p.candidates] for p in problems]
+    table_rows = best_of_n(correct, scores, keys, used)
+    result = {
+        "table": table_rows,
+        "ns": used,
+        "ns_skipped": [n for n in ns if n not in used],
+        "problems": len(problems),
+        "rows": len(table.rows),
+        "bad_rows": [asdict(b) for b in bad],
+        "unscored_candidates": unscored,
+        "methods": {
+            "prm": f"argmax of the {args.aggregation} PRM score among the first n (ties: earliest; unscored: last)",
+            "majority": "largest group of equal final answers among the first n (ties: earliest group)",
+            "random": "expected accuracy of a uniform pick among the first n (exact mean, no sampling)",
+            "oracle": "any of the first n correct",
+        },
+        "input": args.input,
+        "policy": args.policy,
+        "candidates": None if candidates_path is None else str(candidates_path),
+        "prm": args.prm,
+        "aggregation": args.aggregation,
+        "alpha": args.alpha,
+        "cache": str(store.path),
+        "per_problem": [
+            {"row": p.row, "correct": c, "prm_scores": s, "answers": k}
+            for p, c, s, k in zip(problems, correct, scores, keys)
+        ],
+    }
+    write_json(result, output)
+    if plot is not None:
+        from reasonflux_rl.tools.plots import bon_accuracy
+
+        title = f"Best-of-N on {len(problems)} problems ({Path(args.prm).name}, {args.aggregation})"
+        bon_accuracy(table_rows, plot, title=title)
+    if unscored:
+        print(f"reasonflux-rl bon: the PRM gave {unscored} candidates no finite score; they rank last", file=sys.stderr)
+    for row in table_rows:
+        print(f"n={row['n']:<2} " + "  ".join(f"{m} {row[m]:.3f}" for m in METHODS))
+    print(f"table: {output}" + (f"\nfigure: {plot}" if plot else ""))

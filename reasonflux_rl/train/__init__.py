@@ -1,0 +1,2 @@
+"""``reasonflux-rl train`` (also ``python -m reasonflux_rl.train``): parse the recipe (``launch.py``), check the
+launch before any weights load (``preflight.py``), load the data and train with TRL's ``GRPOTrainer``."""

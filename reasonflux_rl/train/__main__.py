@@ -1,0 +1,3 @@
+from reasonflux_rl.train.launch import main
+
+main()
