@@ -11,8 +11,8 @@ from accelerate import PartialState
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from reasonflux_rl.rewards.prm import MixedReward
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.rewards.prm import MixedReward
 
 
 def parity_outcome(completions, **kwargs):

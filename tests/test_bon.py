@@ -7,10 +7,10 @@ import pytest
 from jsonl_helpers import write_jsonl
 from PIL import Image
 
-from reasonflux_rl.tools import bon
-from reasonflux_rl.tools.bon import best_of_n, main, resolve_backend
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.kinds.step_classifier import StepScores
+from reasonflux_rl.tools import bon
+from reasonflux_rl.tools.bon import best_of_n, main, resolve_backend
 
 
 def test_best_of_n_arithmetic_matches_hand_computation():

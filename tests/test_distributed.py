@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from reasonflux_rl.rewards.prm import MixedReward
-from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from distributed_grpo import parity_outcome
+
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.rewards.prm import MixedReward
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,11 +3,12 @@
 import math
 
 import pytest
+from reference import reference_step_scores
 
-from reasonflux_rl.rewards.prm import MixedReward, gather_normalise, mix, normalise
 from reasonflux_rl.prm.engine.format import trajectory_steps
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
-from reference import reference_step_scores
+from reasonflux_rl.rewards.formula import mix, normalise
+from reasonflux_rl.rewards.prm import MixedReward, gather_normalise
 
 PROBLEM = "Compute $2 + 3 \\times 4$."
 # Hand-made: which completions are right is known by construction (gold 14).

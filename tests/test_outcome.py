@@ -11,8 +11,8 @@ import pickle
 import numpy as np
 import pytest
 
-from reasonflux_rl.rewards import outcome
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.rewards import outcome
 from reasonflux_rl.rewards.outcome import OutcomeReward, default_num_workers, format_reward, outcome_reward
 
 R1 = "<think>\nLet me work it out.\n\nChecking again.\n</think>\n\nSo the answer is $\\boxed{%s}$."

@@ -14,10 +14,10 @@ from reference import (
 from test_prm_scorer import PROBLEM, random_completion
 
 from reasonflux_rl.prm import PRMCheckpointError, inspect_checkpoint, load_scorer
-from reasonflux_rl.rewards.formula import trajectory_reward
 from reasonflux_rl.prm.engine.base import resolve_attention, resolve_runtime
 from reasonflux_rl.prm.engine.format import trajectory_steps
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.rewards.formula import trajectory_reward
 from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
 
 KINDS = ["step_classifier", "value_head", "token_logit"]

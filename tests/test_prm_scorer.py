@@ -4,11 +4,11 @@ import random
 
 import pytest
 import torch
+from reference import reference_step_scores
 
 from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.engine.format import trajectory_steps
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
-from reference import reference_step_scores
 
 PROBLEM = "What is $3 \\times 4$?"
 
@@ -114,8 +114,8 @@ def test_max_steps_merges_the_tail(scorer):
 
 def test_thinking_prefilled_reads_a_cut_off_completion_as_thinking(tiny_models):
     """Under DeepSeek-R1-Distill's template a completion without </think> is thinking cut at the length limit."""
-    from reasonflux_rl.rewards.config import RewardArguments
     from reasonflux_rl.rewards.build import build_reward
+    from reasonflux_rl.rewards.config import RewardArguments
 
     cut = "Let me try 2 + 2.\n\nIt is 4, or"
     as_response = load_scorer(tiny_models.prm, parts="thinking").score([PROBLEM], [cut])[0]

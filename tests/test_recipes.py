@@ -16,9 +16,9 @@ from health_stub import health_server
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.placement.pooling_server import PoolingServer
-from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, read_accelerate_config
 from reasonflux_rl.train.launch import main as train_main
 from reasonflux_rl.train.launch import make_parser
+from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, read_accelerate_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -373,8 +373,8 @@ def test_sweep_metric_is_what_the_reward_logs_during_evaluation(tiny_models):
 
     from transformers.integrations.integration_utils import rewrite_logs
 
-    from reasonflux_rl.rewards.config import RewardArguments
     from reasonflux_rl.rewards.build import build_reward_funcs
+    from reasonflux_rl.rewards.config import RewardArguments
 
     sweep = yaml.safe_load((REPO / "recipes/sweeps/beta.yaml").read_text())
     logged = set()

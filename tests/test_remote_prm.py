@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from test_prm_scorer import PROBLEM, random_completion
 
-from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.rewards.prm import MixedReward
 from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.placement.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
 from reasonflux_rl.prm.placement.pooling_server import PoolingServer
-from reasonflux_rl.rewards.build import _scorer_options, reward_arguments_from_env, validate
+from reasonflux_rl.rewards.build import _scorer_options, validate
+from reasonflux_rl.rewards.config import RewardArguments, reward_arguments_from_env
+from reasonflux_rl.rewards.prm import MixedReward
 
 REPO = Path(__file__).resolve().parents[1]
 MARGIN = 1.5  # seconds of slack on a loaded 2-core machine

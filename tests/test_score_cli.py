@@ -7,12 +7,12 @@ import random
 import pytest
 from test_prm_scorer import PROBLEM, random_completion
 
-from reasonflux_rl.tools import score as score_cli
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm import StepScores, load_scorer
-from reasonflux_rl.rewards.formula import trajectory_reward
 from reasonflux_rl.prm.options import scorer_from_args
+from reasonflux_rl.rewards.formula import trajectory_reward
 from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
+from reasonflux_rl.tools import score as score_cli
 
 FLOAT_FIELDS = ("score", "step_scores", "trajectory_score", "dropped_fraction")
 

@@ -8,11 +8,11 @@ import pytest
 from jsonl_helpers import read_jsonl, write_jsonl
 from PIL import Image
 
-from reasonflux_rl.tools import selection as select
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.tools.overlap import overlap_coefficient, source_overlap
-from reasonflux_rl.rewards.formula import aggregate
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer, StepScores
+from reasonflux_rl.rewards.formula import aggregate
+from reasonflux_rl.tools import selection as select
+from reasonflux_rl.tools.overlap import overlap_coefficient, source_overlap
 from reasonflux_rl.tools.selection import main, select_top
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

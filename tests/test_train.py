@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
+from wandb_offline import history
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.train.launch import main as train_main
-from wandb_offline import history
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("reasonflux-rl")

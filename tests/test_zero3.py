@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from zero3_scoring import BATCH_TOKENS, CASES
 
-from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.rewards.build import check_placement
+from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
-from zero3_scoring import BATCH_TOKENS, CASES
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

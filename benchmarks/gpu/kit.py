@@ -390,8 +390,8 @@ def reward_share(sizes: Sizes, tokenizer, tmp: Path) -> dict[str, Any]:
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from reasonflux_rl.rewards.config import RewardArguments
     from reasonflux_rl.rewards.build import build_reward_funcs
+    from reasonflux_rl.rewards.config import RewardArguments
     from reasonflux_rl.train.launch import TrainScriptArguments, load_train_dataset
 
     policy = _save_random_policy(sizes.share_policy, tokenizer, tmp / "share-policy", sizes)

@@ -6,14 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reasonflux_rl.prm.kinds.combined import WithTrajectoryScore
+from reasonflux_rl.prm.checkpoint import (
+    STEP_CLASSIFIER,
+    TOKEN_LOGIT,
+    VALUE_HEAD,
+    PRMCheckpointError,
+    inspect_checkpoint,
+)
 from reasonflux_rl.prm.engine.base import PRMScorer
-from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
-from reasonflux_rl.prm.placement.resolve import AUTO, SERVER, ZERO3, resolve_placement
-from reasonflux_rl.prm.placement.remote import RemoteStepScorer
+from reasonflux_rl.prm.kinds.combined import WithTrajectoryScore
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reasonflux_rl.prm.kinds.token_logit import TokenLogitScorer
 from reasonflux_rl.prm.kinds.value_head import ValueHeadScorer
+from reasonflux_rl.prm.placement.remote import RemoteStepScorer
+from reasonflux_rl.prm.placement.resolve import AUTO, SERVER, ZERO3, resolve_placement
 
 SCORERS: dict[str, type[PRMScorer]] = {
     STEP_CLASSIFIER: StepScorer,

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.rewards.formula import AGGREGATIONS
-from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, PARTS
 from reasonflux_rl.prm.checkpoint import KINDS
+from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, PARTS
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
+from reasonflux_rl.rewards.formula import AGGREGATIONS
 
 LOAD_OPTIONS = (
     "kind", "trajectory_prm", "device", "dtype", "batch_tokens", "parts", "max_length", "max_steps", "truncation",

@@ -8,25 +8,22 @@ set in its ``env:`` section. Group normalisations also need ``REASONFLUX_NUM_GEN
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser
 
-from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.rewards.prm import MixedReward, Score
-from reasonflux_rl.rewards.outcome import OutcomeReward
 from reasonflux_rl.prm.checkpoint import CheckpointInfo, inspect_checkpoint
 from reasonflux_rl.prm.loader import load_scorer
-from reasonflux_rl.prm.placement.resolve import SERVER, ZERO3, resolve_placement
 from reasonflux_rl.prm.placement.remote import inspect_served_checkpoint
-
-ENV_PREFIX = "REASONFLUX_"
+from reasonflux_rl.prm.placement.resolve import SERVER, ZERO3, resolve_placement
+from reasonflux_rl.rewards.config import ENV_PREFIX, RewardArguments, reward_arguments_from_env
+from reasonflux_rl.rewards.formula import Score
+from reasonflux_rl.rewards.outcome import OutcomeReward
+from reasonflux_rl.rewards.prm import MixedReward
 
 
 def validate(args: RewardArguments) -> CheckpointInfo | None:
@@ -202,28 +199,6 @@ def build_reward_funcs(
         return [reward], None
     reward.prm.beta = args.prm_beta  # logged as reasonflux/beta; TRL applies it through reward_weights
     return [reward.outcome, reward.prm], [1.0 - args.prm_beta, args.prm_beta]
-
-
-def reward_arguments_from_env(environ: dict[str, str] | None = None) -> RewardArguments:
-    """Parse [`RewardArguments`] from ``REASONFLUX_<FIELD>`` environment variables (unset fields keep defaults).
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.rewards.build import reward_arguments_from_env
-    >>> reward_arguments_from_env({"REASONFLUX_PRM_BETA": "0", "REASONFLUX_PRM_AGGREGATION": "min"}).prm_aggregation
-    'min'
-
-    ```
-    """
-    environ = os.environ if environ is None else environ
-    argv: list[str] = []
-    for f in dataclasses.fields(RewardArguments):
-        value = environ.get(ENV_PREFIX + f.name.upper())
-        if value is not None:
-            # A list (prm_server_urls) is written comma- or space-separated in one variable.
-            argv += [f"--{f.name}", *(value.replace(",", " ").split() if "list" in str(f.type) else [value])]
-    (args,) = HfArgumentParser(RewardArguments).parse_args_into_dataclasses(args=argv)
-    return args
 
 
 _default: MixedReward | None = None

@@ -6,21 +6,25 @@ Field names carry a ``prm_``/``outcome_`` prefix because they share one command 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import torch
+from transformers import HfArgumentParser
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.rewards.formula import AGGREGATIONS
-from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, PARTS
 from reasonflux_rl.prm.checkpoint import KINDS
-from reasonflux_rl.prm.placement.resolve import PLACEMENTS, resolve_placement
+from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, PARTS
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
+from reasonflux_rl.prm.placement.resolve import PLACEMENTS, resolve_placement
+from reasonflux_rl.rewards.formula import AGGREGATIONS, NORMALISATIONS
 from reasonflux_rl.rewards.schedule import SCHEDULES
 
-NORMALISATIONS: tuple[str, ...] = ("none", "group_zscore", "group_minmax", "group_rank", "batch_zscore")
 REWARD_MODES: tuple[str, ...] = ("mixed", "separate")
 ON_FAILURE: tuple[str, ...] = ("error", "outcome_only")
+# `trl grpo` gives a reward function no config of its own: it reads these variables (REASONFLUX_PRM_BETA, ...).
+ENV_PREFIX = "REASONFLUX_"
 
 
 @dataclass
@@ -245,3 +249,25 @@ class RewardArguments:
             raise ConfigError(f"prm_dtype={self.prm_dtype!r} is not allowed: use 'auto' or a torch dtype name")
         if self.prm_system_prompt == "":
             self.prm_system_prompt = None
+
+
+def reward_arguments_from_env(environ: dict[str, str] | None = None) -> RewardArguments:
+    """Parse [`RewardArguments`] from ``REASONFLUX_<FIELD>`` environment variables (unset fields keep defaults).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.rewards.config import reward_arguments_from_env
+    >>> reward_arguments_from_env({"REASONFLUX_PRM_BETA": "0", "REASONFLUX_PRM_AGGREGATION": "min"}).prm_aggregation
+    'min'
+
+    ```
+    """
+    environ = os.environ if environ is None else environ
+    argv: list[str] = []
+    for f in dataclasses.fields(RewardArguments):
+        value = environ.get(ENV_PREFIX + f.name.upper())
+        if value is not None:
+            # A list (prm_server_urls) is written comma- or space-separated in one variable.
+            argv += [f"--{f.name}", *(value.replace(",", " ").split() if "list" in str(f.type) else [value])]
+    (args,) = HfArgumentParser(RewardArguments).parse_args_into_dataclasses(args=argv)
+    return args

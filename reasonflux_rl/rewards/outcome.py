@@ -17,8 +17,8 @@ import os
 import signal
 import sys
 import threading
-import types
 import time
+import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -689,7 +689,7 @@ def outcome_reward_from_env(environ: dict[str, str] | None = None) -> OutcomeRew
     ```
     """
     # Imported here: rewards imports this module (and the PRM stack, which an outcome-only run need not load early).
-    from reasonflux_rl.rewards.build import ENV_PREFIX, reward_arguments_from_env
+    from reasonflux_rl.rewards.config import ENV_PREFIX, reward_arguments_from_env
 
     environ = os.environ if environ is None else environ
     names = {ENV_PREFIX + name.upper() for name in _ENV_FIELDS}

@@ -1,10 +1,10 @@
-"""Normalise PRM trajectory scores and mix them with the outcome reward: eq. 12 of the ReasonFlux-PRM paper.
-
-``r = (1 - beta) * r_outcome + beta * normalise(r_prm)``.
+"""The reward callables TRL calls: [`MixedReward`] (eq. 12 in one function) and [`PRMReward`] (the PRM term alone, for
+two reward functions with ``reward_weights``), with the metrics they log.
 
 Group normalisations work on the ``num_generations`` completions of one prompt. TRL hands each rank only its slice
 of the generation batch and a group can straddle two ranks, so raw scores are gathered across ranks before any
-group or batch statistic is taken; every rank then keeps its own slice.
+group or batch statistic is taken; every rank then keeps its own slice. The formula itself is
+[`~reasonflux_rl.rewards.formula`].
 """
 
 from __future__ import annotations
@@ -16,110 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reasonflux_rl.rewards.config import NORMALISATIONS, ON_FAILURE
-from reasonflux_rl.rewards.formula import aggregate, trajectory_reward
-from reasonflux_rl.prm.placement.pooling_client import PRMUnavailableError
 from reasonflux_rl.prm.engine.results import Scorer, StepScores
+from reasonflux_rl.prm.placement.pooling_client import PRMUnavailableError
+from reasonflux_rl.rewards.config import ON_FAILURE
+from reasonflux_rl.rewards.formula import Score, aggregate, mix, normalise, trajectory_reward
 from reasonflux_rl.rewards.schedule import beta_at
 from reasonflux_rl.trajectory import completion_text, prompt_text
 
-Score = float | None
 logger = logging.getLogger(__name__)
-
-
-def _zscore(values: list[Score]) -> list[Score]:
-    present = [v for v in values if v is not None]
-    mean = statistics.fmean(present) if present else 0.0
-    # Unbiased std as TRL's group advantages use; a constant group carries no signal and maps to 0.
-    std = statistics.stdev(present) if len(present) > 1 else 0.0
-    if std < 1e-8:
-        return [None if v is None else 0.0 for v in values]
-    return [None if v is None else (v - mean) / std for v in values]
-
-
-def _minmax(values: list[Score]) -> list[Score]:
-    present = [v for v in values if v is not None]
-    low, high = (min(present), max(present)) if present else (0.0, 0.0)
-    if high - low < 1e-8:
-        return [None if v is None else 0.5 for v in values]
-    return [None if v is None else (v - low) / (high - low) for v in values]
-
-
-def _rank(values: list[Score]) -> list[Score]:
-    present = sorted(v for v in values if v is not None)
-    if len(present) < 2:
-        return [None if v is None else 0.5 for v in values]
-    out: list[Score] = []
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        below = sum(1 for p in present if p < v)
-        ties = sum(1 for p in present if p == v)
-        # Tied scores share the mean of their ranks, so equal scores get equal rewards.
-        out.append((below + (ties - 1) / 2) / (len(present) - 1))
-    return out
-
-
-def normalise(scores: Sequence[Score], method: str = "none", group_size: int | None = None) -> list[Score]:
-    """Normalise a full batch of trajectory scores (``None`` = no score, kept as ``None``).
-
-    ``group_*`` methods treat each run of ``group_size`` consecutive scores as one prompt's group; a group whose
-    scores are all equal maps to 0 (z-score) or 0.5 (min-max, rank) rather than dividing by zero.
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.rewards.prm import normalise
-    >>> normalise([0.2, 0.4, 0.9, 0.9], "group_minmax", group_size=2)
-    [0.0, 1.0, 0.5, 0.5]
-    >>> normalise([0.1, 0.3, 0.2, None], "group_rank", group_size=4)
-    [0.0, 1.0, 0.5, None]
-    >>> normalise([1.0, 3.0], "batch_zscore")
-    [-0.7071067811865475, 0.7071067811865475]
-
-    ```
-    """
-    if method not in NORMALISATIONS:
-        raise ValueError(f"normalisation={method!r} is not one of {list(NORMALISATIONS)}")
-    values = list(scores)
-    if method == "none":
-        return values
-    if method == "batch_zscore":
-        return _zscore(values)
-    if not group_size or len(values) % group_size:
-        raise ValueError(
-            f"{method} needs the batch ({len(values)} scores) to be whole groups of num_generations={group_size}"
-        )
-    transform = {"group_zscore": _zscore, "group_minmax": _minmax, "group_rank": _rank}[method]
-    out: list[Score] = []
-    for start in range(0, len(values), group_size):
-        out += transform(values[start : start + group_size])
-    return out
-
-
-def mix(outcome: Sequence[Score], prm: Sequence[Score], beta: float) -> list[Score]:
-    """``(1 - beta) * outcome + beta * prm`` per row; a missing part contributes nothing, both missing gives None.
-
-    This is what TRL computes for two reward functions with ``reward_weights=[1 - beta, beta]`` (a ``None`` reward is
-    NaN and ``nansum`` skips it), so the one-callable and two-callable set-ups agree row for row.
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.rewards.prm import mix
-    >>> mix([1.0, 0.0, None, None], [0.5, 0.5, 0.5, None], beta=0.75)
-    [0.625, 0.375, 0.375, None]
-
-    ```
-    """
-    if len(outcome) != len(prm):
-        raise ValueError(f"got {len(outcome)} outcome rewards but {len(prm)} PRM scores")
-    out: list[Score] = []
-    for o, p in zip(outcome, prm):
-        if o is None and p is None:
-            out.append(None)
-        else:
-            out.append((0.0 if o is None else (1.0 - beta) * o) + (0.0 if p is None else beta * p))
-    return out
 
 
 def gather_batch(values: Sequence[Any]) -> tuple[list[Any], int]:

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.tools.outputs import write_json, write_rows
 from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
+from reasonflux_rl.tools.outputs import write_json, write_rows
+from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
 from reasonflux_rl.tools.rows import (
     Pair,
     add_input_arguments,
@@ -43,7 +44,6 @@ from reasonflux_rl.tools.rows import (
     load_rows,
     text_field,
 )
-from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
 from reasonflux_rl.tools.store import ScoreStore
 from reasonflux_rl.trajectory import THINK_OPEN, prompt_text, split_trajectory
 
@@ -157,7 +157,9 @@ def answer_key(completion: str, thinking_prefilled: bool = False) -> str | None:
     """
     from math_verify import parse
 
-    from reasonflux_rl.rewards.outcome import _ANSWER_CONFIG  # the outcome reward's extraction rules, so that votes and judging agree
+    from reasonflux_rl.rewards.outcome import (
+        _ANSWER_CONFIG,  # the outcome reward's extraction rules, so that votes and judging agree
+    )
 
     trajectory = split_trajectory(completion, thinking_prefilled)
     if not trajectory.closed or not trajectory.response:

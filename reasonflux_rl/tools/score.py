@@ -21,6 +21,7 @@ from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
+from reasonflux_rl.tools.pipeline import fingerprint, record_reward, result_record, score_pairs
 from reasonflux_rl.tools.rows import (
     Pair,
     add_field_arguments,
@@ -32,7 +33,6 @@ from reasonflux_rl.tools.rows import (
     load_rows,
     row_pair,
 )
-from reasonflux_rl.tools.pipeline import fingerprint, record_reward, result_record, score_pairs
 from reasonflux_rl.tools.store import ScoreStore
 
 # What every scored output row holds besides the kept fields.

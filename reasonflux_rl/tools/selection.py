@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
 from reasonflux_rl.tools.outputs import ROW_SUFFIXES, output_format, write_json, write_rows
 from reasonflux_rl.tools.overlap import DEFAULT_BINS, source_overlap
-from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
+from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
 from reasonflux_rl.tools.rows import (
     add_field_arguments,
     add_input_arguments,
@@ -41,7 +42,6 @@ from reasonflux_rl.tools.rows import (
     load_rows,
     row_pair,
 )
-from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
 from reasonflux_rl.tools.store import ScoreStore
 
 # Columns added to every selected row. An input that already has one is refused rather than overwritten.

@@ -19,11 +19,11 @@ from typing import Any
 
 from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser
 
-from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.data import load_table
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, preflight, read_accelerate_config
 from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT
+from reasonflux_rl.rewards.config import RewardArguments
+from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, preflight, read_accelerate_config
 from reasonflux_rl.trajectory import THINK_OPEN
 
 

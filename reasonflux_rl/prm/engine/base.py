@@ -19,7 +19,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reasonflux_rl.prm.engine.batching import BATCH_OVERHEAD_TOKENS, PADDING_SIDES, Batch, PaddingSide, build_batch, length_buckets
+from reasonflux_rl.prm.engine.batching import (
+    BATCH_OVERHEAD_TOKENS,
+    PADDING_SIDES,
+    Batch,
+    PaddingSide,
+    build_batch,
+    length_buckets,
+)
 from reasonflux_rl.prm.engine.format import PARTS, Parts
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.placement.zero3 import agree_passes, load_partitioned, shard

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, PRMCheckpointError, inspect_checkpoint
 from reasonflux_rl.prm.engine.base import ATTENTION_AUTO, resolve_dtype, resolve_runtime
 from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, STEP_TAG, Parts, format_steps
-from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, PRMCheckpointError, inspect_checkpoint
-from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 from reasonflux_rl.prm.engine.results import StepScores
+from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 from reasonflux_rl.prm.kinds.tagged import StepTagScorer, single_token_id
 
 __all__ = ["StepScorer", "StepScores", "resolve_dtype"]

@@ -7,8 +7,8 @@ text) and in the head read at each tag; the truncation policies and the tag book
 from __future__ import annotations
 
 from abc import abstractmethod
-from itertools import pairwise
 from dataclasses import replace
+from itertools import pairwise
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase

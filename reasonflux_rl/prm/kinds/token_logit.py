@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from reasonflux_rl.prm.checkpoint import TOKEN_LOGIT, inspect_checkpoint
 from reasonflux_rl.prm.engine.base import ATTENTION_AUTO, resolve_runtime
 from reasonflux_rl.prm.engine.format import Parts, format_tagged_text
-from reasonflux_rl.prm.checkpoint import TOKEN_LOGIT, inspect_checkpoint
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.kinds.tagged import StepTagScorer, single_token_id
 from reasonflux_rl.prm.placement.zero3 import gathered

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from reasonflux_rl.trajectory import split_trajectory
+from reasonflux_rl.prm.checkpoint import REWARD_HEAD_FILE, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
 from reasonflux_rl.prm.engine.base import ATTENTION_AUTO, Encoded, PRMScorer, resolve_runtime
 from reasonflux_rl.prm.engine.format import Parts
-from reasonflux_rl.prm.checkpoint import REWARD_HEAD_FILE, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
 from reasonflux_rl.prm.engine.results import StepScores
+from reasonflux_rl.trajectory import split_trajectory
 
 # The context the released checkpoint was trained and is used with (its model card tokenises with max_length=2048).
 VALUE_HEAD_MAX_LENGTH = 2048

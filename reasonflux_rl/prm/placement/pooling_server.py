@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from reasonflux_rl.prm.engine.format import STEP_TAG
 from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, inspect_checkpoint
+from reasonflux_rl.prm.engine.format import STEP_TAG
 from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
-from reasonflux_rl.prm.placement.pooling_client import TASK
 from reasonflux_rl.prm.kinds.tagged import single_token_id
+from reasonflux_rl.prm.placement.pooling_client import TASK
 
 
 class PoolingServer:

@@ -16,12 +16,18 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm.checkpoint import (
+    STEP_CLASSIFIER,
+    CheckpointInfo,
+    PRMCheckpointError,
+    inspect_checkpoint,
+    read_weight_shapes,
+)
 from reasonflux_rl.prm.engine.base import DEFAULT_BATCH_TOKENS
 from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, STEP_TAG, Parts, format_steps
-from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, CheckpointInfo, PRMCheckpointError, inspect_checkpoint, read_weight_shapes
 from reasonflux_rl.prm.kinds.step_classifier_model import ARCHITECTURE
-from reasonflux_rl.prm.placement.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
 from reasonflux_rl.prm.kinds.tagged import StepTagScorer, single_token_id
+from reasonflux_rl.prm.placement.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
 
 PROBE_PROBLEM = "What is 1 + 1?"
 PROBE_STEPS = ["One plus one is two.", "Check: 2 - 1 = 1, so it holds.", "The answer is $\\boxed{2}$."]
