@@ -1,9 +1,10 @@
 """The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select``, ``bon`` and ``serve-prm`` (see
-``USAGE``)."""
+``USAGE``); ``COMMANDS`` maps each to the ``main`` that runs it."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -22,8 +23,30 @@ commands:
 Run `reasonflux-rl <command> --help` for a command's options.
 """
 
+# Imported only when their command runs, so that `reasonflux-rl --help` loads neither torch nor TRL.
+COMMANDS: dict[str, str] = {
+    "train": "reasonflux_rl.train.launch:main",
+    "tiny-models": "reasonflux_rl.cli:tiny_models",
+    "score": "reasonflux_rl.tools.score:main",
+    "select": "reasonflux_rl.tools.selection:main",
+    "bon": "reasonflux_rl.tools.bon:main",
+    "serve-prm": "reasonflux_rl.prm.placement.pooling_server:main",
+}
 
-def _tiny_models(argv: Sequence[str]) -> None:
+
+def tiny_models(argv: Sequence[str]) -> None:
+    """``reasonflux-rl tiny-models --out DIR [--seed N]``: write the tiny policy and PRM.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.cli import tiny_models
+    >>> tiny_models(["--out", tempfile.mkdtemp()])  # doctest: +ELLIPSIS
+    policy: .../policy
+    prm:    .../prm
+
+    ```
+    """
     from reasonflux_rl.tiny import write_tiny_models
 
     parser = argparse.ArgumentParser(prog="reasonflux-rl tiny-models", description=write_tiny_models.__doc__)
@@ -35,40 +58,34 @@ def _tiny_models(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Dispatch ``reasonflux-rl <command>``; the training command's flags are TRL's and ours (see ``train --help``)."""
+    """Dispatch ``reasonflux-rl <command>``; a bad configuration ends with a one-line error and exit status 2.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.cli import main
+    >>> try:
+    ...     main(["--help"])
+    ... except SystemExit as done:
+    ...     print("exit status", done.code)  # doctest: +ELLIPSIS
+    usage: reasonflux-rl <command> [options]
+    ...
+    exit status 0
+
+    ```
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         raise SystemExit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"reasonflux-rl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     from reasonflux_rl.errors import ConfigError
 
+    module, function = COMMANDS[command].split(":")
     try:
-        if command == "train":
-            from reasonflux_rl.train.launch import main as train
-
-            train(rest)
-        elif command == "tiny-models":
-            _tiny_models(rest)
-        elif command == "score":
-            from reasonflux_rl.tools.score import main as score
-
-            score(rest)
-        elif command == "select":
-            from reasonflux_rl.tools.selection import main as select
-
-            select(rest)
-        elif command == "bon":
-            from reasonflux_rl.tools.bon import main as bon
-
-            bon(rest)
-        elif command == "serve-prm":
-            from reasonflux_rl.prm.placement.pooling_server import main as serve_prm
-
-            serve_prm(rest)
-        else:
-            print(f"reasonflux-rl: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-            raise SystemExit(2)
+        getattr(importlib.import_module(module), function)(rest)
     except ConfigError as err:
         print(f"reasonflux-rl {command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

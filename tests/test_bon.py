@@ -197,3 +197,16 @@ def test_vllm_backend_is_checked_by_import(monkeypatch):
     assert resolve_backend("auto") == "transformers"
     with pytest.raises(ConfigError, match="vllm cannot be imported"):
         resolve_backend("vllm")
+
+
+def test_candidates_of_a_prefilling_template_point_to_bons_flag(known, tmp_path, capsys, caplog):
+    data = write_jsonl(tmp_path / "bon.jsonl", [HAND_MADE[0]])  # "</think>" without "<think>": a pre-filled template
+    run_bon(data, tmp_path / "bon.json", "--no-plot")
+    said = capsys.readouterr().err + caplog.text
+    assert "pass --thinking-prefilled to score, select and bon" in said
+    assert said.count("close a thinking they never opened") == 1
+
+    caplog.clear()
+    run_bon(data, tmp_path / "again.json", "--no-plot", "--thinking-prefilled")
+    assert "never opened" not in capsys.readouterr().err + caplog.text
+

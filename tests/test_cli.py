@@ -10,3 +10,13 @@ def test_the_module_docstring_names_every_command_of_the_usage():
     assert commands == ["train", "tiny-models", "score", "select", "bon", "serve-prm"]
     for command in commands:
         assert f"``{command}``" in cli.__doc__, command
+
+
+def test_every_command_of_the_usage_has_a_main():
+    import importlib
+
+    commands = re.findall(r"^  (\S+) ", cli.USAGE, re.M)
+    assert list(cli.COMMANDS) == commands
+    for command, target in cli.COMMANDS.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), command

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.rewards import outcome
-from reasonflux_rl.rewards.outcome import OutcomeReward, default_num_workers, format_reward, outcome_reward
+from reasonflux_rl.rewards import outcome, verify_pool
+from reasonflux_rl.rewards.outcome import OutcomeReward, format_reward, outcome_reward
+from reasonflux_rl.rewards.verify_pool import default_num_workers
 
 R1 = "<think>\nLet me work it out.\n\nChecking again.\n</think>\n\nSo the answer is $\\boxed{%s}$."
 DISTILL = "Working (the R1-distill template pre-filled <think>).\n</think>\n\nThe answer is $\\boxed{%s}$."
@@ -271,7 +272,7 @@ def test_numeric_golds_are_written_out_and_missing_golds_are_unparseable(reward)
 
 
 def test_default_worker_count_shares_the_cores_among_the_ranks_of_the_node(monkeypatch):
-    monkeypatch.setattr(outcome.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(verify_pool.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_num_workers() == 16
     assert OutcomeReward().num_workers == 16
@@ -320,6 +321,37 @@ def test_module_level_reward_defaults_and_bad_environment(monkeypatch, fresh_mod
     monkeypatch.setenv("REASONFLUX_OUTCOME_TIMEOUT_SECONDS", "0")
     with pytest.raises(ConfigError, match="outcome_timeout_seconds=0.0 must be positive"):
         outcome_reward(["\\boxed{4}"], solution=["4"])
+
+
+def test_one_build_from_reward_arguments():
+    """build_reward and the environment both build the outcome reward with OutcomeReward.from_args."""
+    from reasonflux_rl.rewards.config import RewardArguments
+
+    settings = {
+        "thinking_prefilled": True,
+        "require_closed_thinking": False,
+        "timeout_seconds": 2.5,
+        "num_workers": 3,
+        "gold_column": "answer",
+    }
+    args = RewardArguments(
+        prm_beta=0,
+        thinking_prefilled=True,
+        outcome_require_closed_thinking=False,
+        outcome_timeout_seconds=2.5,
+        outcome_num_workers=3,
+        solution_column="answer",
+    )
+    assert OutcomeReward.from_args(args).__getstate__() == settings
+    environ = {
+        "REASONFLUX_THINKING_PREFILLED": "true",
+        "REASONFLUX_OUTCOME_REQUIRE_CLOSED_THINKING": "false",
+        "REASONFLUX_OUTCOME_TIMEOUT_SECONDS": "2.5",
+        "REASONFLUX_OUTCOME_NUM_WORKERS": "3",
+        "REASONFLUX_SOLUTION_COLUMN": "answer",
+    }
+    assert outcome.outcome_reward_from_env(environ).__getstate__() == settings
+    assert OutcomeReward.from_args(RewardArguments(prm_beta=0)).thinking_prefilled is False  # None: not pre-filled
 
 
 def test_r1_distill_completions_without_prefill_warn_once(caplog):

@@ -1,4 +1,5 @@
-"""Outcome reward pool: hard per-item deadlines, worker replacement, threads and TRL's daemon event loop."""
+"""Outcome reward pool (``verify_pool``): hard per-item deadlines, worker replacement, warm workers, threads and TRL's
+daemon event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 
 import pytest
 
+from reasonflux_rl.rewards import verify_pool
 from reasonflux_rl.rewards.outcome import OutcomeReward
+from reasonflux_rl.rewards.verify_pool import Lost, Pool
 
 LIMIT = 1.0
 # Time allowed on top of the limit: the kill grace (0.5 s) plus scheduling slack on a loaded 2-core machine.
@@ -217,3 +220,34 @@ def test_unguarded_script_is_not_re_run_by_workers(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("RESULT") == 1
     assert "RESULT [1.0]" in proc.stdout
+
+
+def test_workers_and_their_replacements_fork_from_a_warm_server(reward):
+    # The outcome reward's pool started this process's forkserver with math-verify imported and warmed up by
+    # _verify_warmup. eval is a job any worker can unpickle; the second item runs on the replacement of the first's.
+    reward.worker_pids()
+    warm = "'reasonflux_rl.rewards._verify_warmup' in __import__('sys').modules"
+    with Pool(eval, num_workers=1) as pool:
+        results, stats = pool.run([(warm,), ("__import__('time').sleep(60)",), (warm,)], limit=LIMIT)
+    assert results == [True, Lost.TIMEOUT, True]
+    assert (stats.timeouts, stats.restarts) == (1, 1)
+
+
+def test_pool_item_whose_job_kills_its_worker_twice_is_lost():
+    with Pool(os._exit, num_workers=1) as pool:
+        results, stats = pool.run([(3,)], limit=30.0)
+    assert results == [Lost.WORKER_DIED]
+    assert (stats.restarts, stats.failures, stats.timeouts) == (2, 1, 0)
+
+
+def test_pool_knows_nothing_of_the_outcome_rules():
+    """No import cycle: the pool is given its job and imports nothing of this package, not even inside a function."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(verify_pool.__file__).read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+    modules = [alias.name for node in imports if isinstance(node, ast.Import) for alias in node.names]
+    modules += [node.module or "" for node in imports if isinstance(node, ast.ImportFrom) and not node.level]
+    assert not [node for node in imports if getattr(node, "level", 0)]  # no relative import
+    assert not [name for name in modules if name.startswith("reasonflux_rl")]

@@ -19,7 +19,7 @@ from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.placement.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
 from reasonflux_rl.prm.placement.pooling_server import PoolingServer
-from reasonflux_rl.rewards.build import _scorer_options, validate
+from reasonflux_rl.rewards.build import validate
 from reasonflux_rl.rewards.config import RewardArguments, reward_arguments_from_env
 from reasonflux_rl.rewards.prm import MixedReward
 
@@ -166,9 +166,9 @@ def test_requests_are_spread_over_servers_within_the_inflight_bound(tiny_models,
 def test_inflight_bound_of_the_job_is_shared_by_the_ranks(tiny_models):
     args = RewardArguments(prm_name_or_path=str(tiny_models.prm), prm_server_urls=["http://x:1"],
                            prm_server_max_inflight=64)
-    assert _scorer_options(args, num_processes=8)["max_inflight"] == 8
-    assert _scorer_options(args, num_processes=48)["max_inflight"] == 2
-    assert _scorer_options(RewardArguments(prm_beta=0, prm_server_max_inflight=3), 8)["max_inflight"] == 1
+    assert args.prm_options(num_processes=8).max_inflight == 8
+    assert args.prm_options(num_processes=48).max_inflight == 2
+    assert RewardArguments(prm_beta=0, prm_server_max_inflight=3).prm_options(8).max_inflight == 1
 
 
 def test_5xx_and_malformed_answers_are_retried(tiny_models, server, pairs):

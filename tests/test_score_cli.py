@@ -3,6 +3,7 @@ the output of an uninterrupted one."""
 
 import json
 import random
+import re
 
 import pytest
 from test_prm_scorer import PROBLEM, random_completion
@@ -173,3 +174,42 @@ def test_a_non_finite_score_is_an_error_in_strict_json_not_a_score(tmp_path, mon
     assert "no score for 2 bad rows: row 1 (line 2): the PRM gave a non-finite score | row 2 (line 3)" in (
         capsys.readouterr().err
     )
+
+
+def test_success_prints_a_one_line_summary(tiny_models, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    good = {"question": "1+1?", "answer": "1+1=2.\n\nSo 2.", "id": "g"}
+    path.write_text("\n".join([json.dumps(good), '{"question": "x"}', json.dumps(good)]) + "\n")
+    output = tmp_path / "out.jsonl"
+    run(tiny_models.prm, path, output, "--on-bad-row", "skip", "--no-progress")
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"scored 2 of 3 rows \(1 bad\) in \d+\.\d s; output: {re.escape(str(output))}\n", out)
+    run(tiny_models.prm, path, output, "--on-bad-row", "skip", "--no-progress")  # all three already stored
+    assert "(1 bad; 3 already stored) in " in capsys.readouterr().out
+
+
+def test_a_bad_row_stops_the_run_saying_that_nothing_was_written(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2", "id": "a"}\n{"question": "1+1?", "id": "b"}\n')
+    with pytest.raises(ConfigError) as error:
+        run(tmp_path / "no-such-prm", path, tmp_path / "out.jsonl")
+    message = str(error.value)
+    assert "row 1 (line 2): missing 'answer' (before scoring, so nothing was written; pass --on-bad-row skip" in message
+    assert "written with an 'error' field" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_failed_load_leaves_no_output_and_a_killed_run_says_what_it_left(tiny_models, input_file, tmp_path,
+                                                                          monkeypatch, capsys):
+    with pytest.raises(ConfigError, match="is not a local directory"):
+        run(tmp_path / "no-such-prm", input_file, tmp_path / "new" / "out.jsonl", "--no-progress")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # neither the output, its settings nor new/
+
+    output = tmp_path / "out.jsonl"
+
+    monkeypatch.setattr(score_cli, "scorer_from_args", lambda args: CrashAfter(scorer_from_args(args), crash_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_models.prm, input_file, output, "--chunk-size", "3", "--no-progress")
+    err = capsys.readouterr().err
+    assert f"6 of 10 rows are stored in {output}; run the same command again to resume after them" in err
+    assert len(output.read_text().splitlines()) == 6

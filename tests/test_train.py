@@ -23,8 +23,8 @@ REWARD_METRICS = ["reasonflux/outcome_mean", "reasonflux/prm_mean", "reasonflux/
 WANDB_OVERRIDES = ("WANDB_MODE", "WANDB_DISABLED")
 
 
-def run(cmd, cwd, env=None, timeout=600):
-    inherited = {name: value for name, value in os.environ.items() if name not in WANDB_OVERRIDES}
+def run(cmd, cwd, env=None, timeout=600, drop=()):
+    inherited = {name: value for name, value in os.environ.items() if name not in (*WANDB_OVERRIDES, *drop)}
     return subprocess.run(cmd, cwd=cwd, env={**inherited, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -36,9 +36,20 @@ def test_smoke_training_runs_through_the_cli(tiny_models, tmp_path):
          "--model_name_or_path", str(tiny_models.policy), "--prm_name_or_path", str(tiny_models.prm),
          "--output_dir", str(out)],
         cwd=tmp_path,
+        # conftest tells DeepSpeed the accelerator; here the run must do it itself.
+        drop=("DS_ACCELERATOR",),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    # Neither greets the run: train reads gradient_checkpointing as activation_checkpointing, and tells DeepSpeed
+    # that a use_cpu run is on the CPU (docs/cluster.md#warnings-at-start).
+    assert "`gradient_checkpointing` is deprecated" not in proc.stderr
+    assert "Setting accelerator to CPU" not in proc.stdout + proc.stderr
+    # Saved as TRL's own class, so reading a run's arguments back needs TRL alone.
+    import torch
+    from trl import GRPOConfig
+
+    assert type(torch.load(out / "training_args.bin", weights_only=False)) is GRPOConfig
     steps = [row for row in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in row]
     assert len(steps) >= 5
     for row in steps:
@@ -124,3 +135,30 @@ def test_cli_prints_a_one_line_error_for_bad_config(tiny_models, tmp_path):
         "reasonflux-rl train: error: prm_beta=2.0 is out of range: it must be in [0, 1]"
     )
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flags,expected", [([], True), (["--gradient_checkpointing", "false"], False),
+                                            (["--no_gradient_checkpointing"], False),
+                                            (["--activation_checkpointing", "false"], False)])
+def test_gradient_checkpointing_is_read_as_activation_checkpointing_without_a_warning(flags, expected):
+    import warnings
+
+    from reasonflux_rl.train.launch import make_parser
+
+    argv = ["--output_dir", "out", "--use_cpu", "--report_to", "none", "--prm_beta", "0", "--model_name_or_path", "m"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        training_args = make_parser().parse_args_and_config(argv + flags)[1]
+    assert training_args.activation_checkpointing is expected
+    assert training_args.gradient_checkpointing is expected
+
+
+def test_main_reads_as_its_named_steps():
+    import ast
+    import inspect
+
+    from reasonflux_rl.train import launch, preflight
+
+    for function in (launch.main, launch.train, launch.parse_launch, preflight.check_batch, preflight.preflight):
+        node = ast.parse(inspect.getsource(function)).body[0]
+        assert node.end_lineno - node.lineno < 50, function.__name__

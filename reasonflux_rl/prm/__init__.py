@@ -2,7 +2,9 @@
 
 - ``checkpoint.py``: what a checkpoint directory holds (its kind, read from the weights);
 - ``loader.py``: [`load_scorer`], the one way to get a scorer for any kind and placement;
-- ``options.py``: the PRM options, declared once, and the command-line flags made from them;
+- ``declaration.py``: the PRM options, declared once ([`~reasonflux_rl.prm.declaration.PRMOptions`]), from which
+  the training config's ``prm_*`` keys, the commands' flags and ``load_scorer``'s keywords are made;
+- ``options.py``: the commands' PRM flags (and the declaration, re-exported);
 - ``engine/``: the batched path every kind shares (input format, truncation, length buckets, results);
 - ``kinds/``: step classifier, value head, token logit, and the steps + trajectory score combination (eq. 11);
 - ``placement/``: where the model runs: a replica, ZeRO-3 shards beside the policy, or vLLM servers.
@@ -23,6 +25,7 @@ Example:
 from typing import Any
 
 from reasonflux_rl.prm.checkpoint import KINDS, CheckpointInfo, PRMCheckpointError, inspect_checkpoint
+from reasonflux_rl.prm.declaration import PRMOptions
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
 
@@ -37,5 +40,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["KINDS", "TRUNCATIONS", "CheckpointInfo", "PRMCheckpointError", "StepScores", "inspect_checkpoint",
-           "load_scorer"]
+__all__ = ["KINDS", "TRUNCATIONS", "CheckpointInfo", "PRMCheckpointError", "PRMOptions", "StepScores",
+           "inspect_checkpoint", "load_scorer"]

@@ -10,8 +10,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 
@@ -90,6 +89,10 @@ def read_reward_head(path: str | Path) -> dict[str, tuple[int, ...]]:
 
     ```
     """
+    # torch is imported here, not with the module: the option declarations import this module (KINDS), and the reward
+    # formula imports them and stays free of torch.
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
@@ -133,11 +136,23 @@ def inspect_checkpoint(
     ```
     """
     where = f"{key}={str(path)!r}" + (f" ({kind_key}={kind!r})" if kind_key and kind != "auto" else "")
+    _check_kind_name(path, kind, key, kind_key)
+    root = _checkpoint_dir(path, key)
+    config, shapes = _read_checkpoint(root, where)
+    found = _identify(where, root, kind, kind_key, config, shapes)
+    architectures = tuple(config.get("architectures") or ())
+    return CheckpointInfo(root, found, architectures, config.get("hidden_size"), config.get("max_position_embeddings"))
+
+
+def _check_kind_name(path: str | Path, kind: str, key: str, kind_key: str | None) -> None:
     if kind != "auto" and kind not in KINDS:
         raise PRMCheckpointError(
             f"{kind_key or 'kind'}={kind!r} is not allowed (for {key}={str(path)!r}): choose one of "
             f"{['auto', *KINDS]}"
         )
+
+
+def _checkpoint_dir(path: str | Path, key: str) -> Path:
     root = Path(path)
     if not root.is_dir():
         raise PRMCheckpointError(
@@ -145,42 +160,66 @@ def inspect_checkpoint(
             "(e.g. `hf download Gen-Verse/ReasonFlux-PRM-7B --local-dir ...`) or create tiny test models with "
             "`reasonflux-rl tiny-models --out DIR`."
         )
+    return root
+
+
+def _read_checkpoint(root: Path, where: str) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """The checkpoint's ``config.json`` and the shapes of its weights; both must be there."""
     config_file = root / "config.json"
     if not config_file.is_file():
         raise PRMCheckpointError(f"{where}: no config.json in the checkpoint directory")
     config = json.loads(config_file.read_text())
-    architectures = tuple(config.get("architectures") or ())
-    hidden = config.get("hidden_size")
     shapes = read_weight_shapes(root)
     if not shapes:
         raise PRMCheckpointError(f"{where}: no *.safetensors weights in the checkpoint directory")
+    return config, shapes
 
-    def info(found: str) -> CheckpointInfo:
-        return CheckpointInfo(root, found, architectures, hidden, config.get("max_position_embeddings"))
 
+def _identify(
+    where: str, root: Path, kind: str, kind_key: str | None, config: dict, shapes: dict[str, tuple[int, ...]]
+) -> str:
+    """The kind the checkpoint holds: the named ``kind`` when it holds that, the detected one for ``"auto"``."""
     has_step_head = "score.0.weight" in shapes and "score.2.weight" in shapes
     has_reward_head = (root / REWARD_HEAD_FILE).is_file()
     if kind == STEP_CLASSIFIER or (kind == "auto" and has_step_head):
         if has_step_head:
             _check_step_head(where, shapes, config)
-            return info(STEP_CLASSIFIER)
+            return STEP_CLASSIFIER
     elif kind == VALUE_HEAD or (kind == "auto" and has_reward_head):
-        if has_reward_head:
-            _check_reward_head(where, root, hidden)
-            return info(VALUE_HEAD)
+        _check_value_head(where, root, has_reward_head, shapes, config)
+        return VALUE_HEAD
+    elif kind == TOKEN_LOGIT:
+        _check_token_logit(where, has_step_head, shapes, config)
+        return TOKEN_LOGIT
+    raise _unsupported(where, kind, kind_key, shapes, config)
+
+
+def _check_value_head(
+    where: str, root: Path, has_reward_head: bool, shapes: dict[str, tuple[int, ...]], config: dict
+) -> None:
+    if not has_reward_head:
         raise PRMCheckpointError(
             f"{where}: a value-head PRM needs {REWARD_HEAD_FILE} beside its weights, and there is none "
             f"({_describe_heads(shapes, config)})."
         )
-    elif kind == TOKEN_LOGIT:
-        if _is_causal_lm(shapes, config) and not has_step_head:
-            return info(TOKEN_LOGIT)
-        raise PRMCheckpointError(
-            f"{where}: a token-logit PRM must be a causal LM, read at each step tag, but "
-            + ("its weights hold a 2-label step head (score.0/score.2), so it is a step classifier"
-               if has_step_head else _describe_heads(shapes, config))
-            + "."
-        )
+    _check_reward_head(where, root, config.get("hidden_size"))
+
+
+def _check_token_logit(where: str, has_step_head: bool, shapes: dict[str, tuple[int, ...]], config: dict) -> None:
+    if _is_causal_lm(shapes, config) and not has_step_head:
+        return
+    raise PRMCheckpointError(
+        f"{where}: a token-logit PRM must be a causal LM, read at each step tag, but "
+        + ("its weights hold a 2-label step head (score.0/score.2), so it is a step classifier"
+           if has_step_head else _describe_heads(shapes, config))
+        + "."
+    )
+
+
+def _unsupported(
+    where: str, kind: str, kind_key: str | None, shapes: dict[str, tuple[int, ...]], config: dict
+) -> PRMCheckpointError:
+    """The error for a checkpoint that holds no supported kind (or not the named one): what it holds instead."""
     found = _describe_heads(shapes, config)
     hint = ""
     if kind == "auto" and _is_causal_lm(shapes, config):
@@ -188,9 +227,8 @@ def inspect_checkpoint(
             f" If it is a Math-Shepherd style PRM (a causal LM read at a step tag), name it with "
             f"{kind_key or 'kind'}='token_logit' and give its step tag and good/bad tokens."
         )
-    raise PRMCheckpointError(
-        f"{where}: not a supported PRM (architectures={list(architectures)}): {found}. {SUPPORTED}" + hint
-    )
+    architectures = list(config.get("architectures") or ())
+    return PRMCheckpointError(f"{where}: not a supported PRM (architectures={architectures}): {found}. {SUPPORTED}" + hint)
 
 
 def _check_step_head(where: str, shapes: dict[str, tuple[int, ...]], config: dict) -> None:

@@ -2,66 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from reasonflux_rl.prm.checkpoint import (
+    KINDS,
     STEP_CLASSIFIER,
     TOKEN_LOGIT,
     VALUE_HEAD,
     PRMCheckpointError,
     inspect_checkpoint,
 )
+from reasonflux_rl.prm.declaration import LOAD_OPTIONS, TRAJECTORY, PRMOptions, read_by
 from reasonflux_rl.prm.engine.base import PRMScorer
 from reasonflux_rl.prm.kinds.combined import WithTrajectoryScore
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reasonflux_rl.prm.kinds.token_logit import TokenLogitScorer
 from reasonflux_rl.prm.kinds.value_head import ValueHeadScorer
 from reasonflux_rl.prm.placement.remote import RemoteStepScorer
-from reasonflux_rl.prm.placement.resolve import AUTO, SERVER, ZERO3, resolve_placement
+from reasonflux_rl.prm.placement.resolve import SERVER, ZERO3, resolve_placement
 
 SCORERS: dict[str, type[PRMScorer]] = {
     STEP_CLASSIFIER: StepScorer,
     VALUE_HEAD: ValueHeadScorer,
     TOKEN_LOGIT: TokenLogitScorer,
 }
-# Options every kind takes: where and how it runs, what it reads, how it batches.
-RUNTIME_OPTIONS = ("device", "dtype", "attn_implementation", "packed", "batch_tokens", "padding_side")
-COMMON_OPTIONS = (*RUNTIME_OPTIONS, "parts", "max_length", "truncation", "thinking_prefilled")
-STEP_OPTIONS = ("max_steps", "window_overlap", "step_tag")
-KIND_OPTIONS: dict[str, tuple[str, ...]] = {
-    STEP_CLASSIFIER: (*COMMON_OPTIONS, *STEP_OPTIONS, "system_prompt"),
-    TOKEN_LOGIT: (*COMMON_OPTIONS, *STEP_OPTIONS, "good_token", "bad_token", "step_tag_id", "good_token_id",
-                  "bad_token_id"),
-    VALUE_HEAD: COMMON_OPTIONS,
-}
-ALL_OPTIONS = frozenset(name for names in KIND_OPTIONS.values() for name in names)
+# Which kind reads which option, as PRMOptions declares it: each kind ignores the others, so that one configuration
+# can name any checkpoint.
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {kind: read_by(kind) for kind in KINDS}
 # A remote step classifier: what it reads and how it reaches its servers (the model runs there).
-REMOTE_OPTIONS = (
-    "parts", "max_length", "truncation", "thinking_prefilled", "batch_tokens", *STEP_OPTIONS, "system_prompt",
-    "server_model", "max_inflight", "request_timeout", "retries", "deadline", "check",
-)
+REMOTE_OPTIONS: tuple[str, ...] = read_by(SERVER)
+# How the trajectory PRM runs: where and how it runs, how it batches.
+TRAJECTORY_OPTIONS: tuple[str, ...] = read_by(TRAJECTORY)
 
 
 def load_scorer(
-    path: str | Path,
-    *,
-    kind: str = "auto",
-    trajectory_prm: str | Path | None = None,
-    server_urls: Sequence[str] | None = None,
-    placement: str = AUTO,
-    **options: Any,
+    path: str | Path, options: PRMOptions | None = None, /, **overrides: Any
 ) -> PRMScorer | WithTrajectoryScore:
     """Load the PRM in ``path`` as a scorer with ``.score(problems, completions) -> list[StepScores]``.
 
+    The options are a [`~reasonflux_rl.prm.declaration.PRMOptions`] (default: its defaults), with ``overrides`` by
+    keyword: any of [`~reasonflux_rl.prm.declaration.LOAD_OPTIONS`] (an unknown keyword is a ``TypeError``). Each kind
+    reads the options it declares and ignores the rest, so one configuration can name any checkpoint.
+
     ``kind`` is ``"auto"`` (step classifier or value head, told apart by their weights), or one of
     [`~reasonflux_rl.prm.checkpoint.KINDS`]; a token-logit PRM must be named (``kind="token_logit"`` with
-    ``step_tag``, ``good_token``, ``bad_token``). Options (each kind ignores those that do not apply to it, so one
-    configuration can name any checkpoint):
+    ``step_tag``, ``good_token``, ``bad_token``). Options:
 
     - every kind: ``device``, ``dtype``, ``attn_implementation``, ``packed``, ``batch_tokens``, ``padding_side``,
-      ``parts``, ``max_length``, ``truncation`` (the value head has ``drop_oldest`` only);
+      ``parts``, ``max_length``, ``truncation`` (the value head has ``drop_oldest`` only), ``thinking_prefilled``;
     - step kinds: ``max_steps``, ``window_overlap``, ``step_tag``; the step classifier ``system_prompt``; the
       token-logit PRM ``good_token``, ``bad_token`` and the ``*_id`` overrides.
 
@@ -82,36 +72,49 @@ def load_scorer(
     ```python
     >>> import tempfile
     >>> from reasonflux_rl.prm import load_scorer
+    >>> from reasonflux_rl.prm.options import PRMOptions
     >>> from reasonflux_rl.tiny import write_tiny_models, write_tiny_value_head
     >>> load_scorer(write_tiny_models(tempfile.mkdtemp()).prm, system_prompt=None).kind
     'step_classifier'
-    >>> load_scorer(write_tiny_value_head(tempfile.mkdtemp()), system_prompt=None, max_steps=3).kind
+    >>> load_scorer(write_tiny_value_head(tempfile.mkdtemp()), PRMOptions(max_steps=3), system_prompt=None).kind
     'value_head'
 
     ```
     """
-    known = ALL_OPTIONS | set(REMOTE_OPTIONS)
-    unknown = set(options) - known
-    if unknown:
-        raise TypeError(f"load_scorer() got unknown options {sorted(unknown)}; known: {sorted(known)}")
-    placement = resolve_placement(placement, server_urls)
-    sharded = placement == ZERO3
+    options = _with_overrides(options or PRMOptions(), overrides)
+    placement = resolve_placement(options.placement, options.server_urls)
     if placement == SERVER:
-        if kind not in ("auto", STEP_CLASSIFIER):
-            raise PRMCheckpointError(
-                f"prm_kind={kind!r} cannot be served remotely: PRM servers (prm_server_urls) score step classifiers"
-            )
-        remote = {name: value for name, value in options.items() if name in REMOTE_OPTIONS}
-        scorer = RemoteStepScorer.from_pretrained(path, server_urls, **remote)
-        is_value_head = False
+        scorer = _load_served(path, options)
     else:
-        info = inspect_checkpoint(path, kind=kind)
-        applicable = {name: value for name, value in options.items() if name in KIND_OPTIONS[info.kind]}
-        scorer = SCORERS[info.kind].from_pretrained(path, sharded=sharded, **applicable)
-        is_value_head = info.kind == VALUE_HEAD
-    if trajectory_prm is None:
+        scorer = _load_local(path, options, sharded=placement == ZERO3)
+    if options.trajectory_prm is None:
         return scorer
-    if is_value_head:
+    if scorer.kind == VALUE_HEAD:
         raise PRMCheckpointError(f"{path} is a value head already; trajectory_prm adds one to a step kind")
-    runtime = {name: value for name, value in options.items() if name in RUNTIME_OPTIONS}
-    return WithTrajectoryScore(scorer, ValueHeadScorer.from_pretrained(trajectory_prm, sharded=sharded, **runtime))
+    trajectory = ValueHeadScorer.from_pretrained(
+        options.trajectory_prm, sharded=placement == ZERO3, **options.read_by(TRAJECTORY)
+    )
+    return WithTrajectoryScore(scorer, trajectory)
+
+
+def _with_overrides(options: PRMOptions, overrides: dict[str, Any]) -> PRMOptions:
+    """``options`` with the keyword ``overrides`` of [`load_scorer`], which must be load options."""
+    unknown = set(overrides) - set(LOAD_OPTIONS)
+    if unknown:
+        raise TypeError(f"load_scorer() got unknown options {sorted(unknown)}; known: {sorted(LOAD_OPTIONS)}")
+    return dataclasses.replace(options, **overrides)
+
+
+def _load_served(path: str | Path, options: PRMOptions) -> RemoteStepScorer:
+    """The step classifier of ``path`` on the servers of ``options.server_urls``."""
+    if options.kind not in ("auto", STEP_CLASSIFIER):
+        raise PRMCheckpointError(
+            f"prm_kind={options.kind!r} cannot be served remotely: PRM servers (prm_server_urls) score step classifiers"
+        )
+    return RemoteStepScorer.from_pretrained(path, options.server_urls, **options.read_by(SERVER))
+
+
+def _load_local(path: str | Path, options: PRMOptions, *, sharded: bool) -> PRMScorer:
+    """The kind the checkpoint in ``path`` holds (or ``options.kind`` names), loaded in this process."""
+    info = inspect_checkpoint(path, kind=options.kind)
+    return SCORERS[info.kind].from_pretrained(path, sharded=sharded, **options.read_by(info.kind))

@@ -1,43 +1,65 @@
-"""The PRM options of ``score``, ``select`` and ``bon``: every kind and option [`load_scorer`] takes, added to a parser
-by [`add_prm_arguments`], loaded by [`scorer_from_args`], and described for a score cache by [`prm_settings`].
+"""The PRM options of ``score``, ``select`` and ``bon``: a flag for each option [`PRMOptions`] declares with one,
+added to a parser by [`add_prm_arguments`], loaded by [`scorer_from_args`], and described for a score cache by
+[`prm_settings`].
 
-Each option's ``dest`` is the ``load_scorer`` keyword it sets, so a new ``load_scorer`` option is one
-``add_argument`` line here and its name in [`LOAD_OPTIONS`] (and in [`RUNTIME_OPTIONS`] when it cannot change a
-score).
+The options themselves, and the names every other surface reads them by, are declared once in
+[`~reasonflux_rl.prm.declaration`] (re-exported here: [`PRMOptions`], [`AGGREGATIONS`], ...); a new option is a field
+there, and its flag comes with it. The declaration lives in a module of its own because ``load_scorer`` reads it,
+while [`scorer_from_args`] here calls ``load_scorer``.
+
+Example:
+```python
+>>> from reasonflux_rl.prm.options import OPTIONS, PRMOptions
+>>> PRMOptions().aggregation, OPTIONS["trajectory_prm"].flag.name
+('mean', '--trajectory-prm')
+
+```
 """
 
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
+from types import NoneType, UnionType
 from typing import Any
 
-import torch
-
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.prm.checkpoint import KINDS
-from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, PARTS
-from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
-from reasonflux_rl.rewards.formula import AGGREGATIONS
-
-LOAD_OPTIONS = (
-    "kind", "trajectory_prm", "device", "dtype", "batch_tokens", "parts", "max_length", "max_steps", "truncation",
-    "window_overlap", "system_prompt", "step_tag", "good_token", "bad_token", "thinking_prefilled", "server_urls",
-    "server_model", "max_inflight",
+from reasonflux_rl.prm.declaration import (
+    AGGREGATE,
+    AGGREGATIONS,
+    CONFIG,
+    FLAG,
+    LOAD_OPTIONS,
+    LOADER,
+    OPTIONS,
+    READERS,
+    RUNTIME_OPTIONS,
+    SURFACES,
+    TRAJECTORY,
+    Check,
+    Option,
+    PRMOptions,
+    Surface,
+    check_declared,
+    config_fields,
+    on_surface,
+    read_by,
 )
-# Where and how fast the PRM runs: these change no score (the device type and the resolved dtype can, and are
-# recorded by prm_settings instead).
-RUNTIME_OPTIONS = ("device", "dtype", "batch_tokens", "server_urls", "max_inflight")
-_POSITIVE = ("chunk_size", "batch_tokens", "max_length", "max_steps", "max_inflight")
 
-
-def _none_if_empty(text: str) -> str | None:
-    return text or None
+__all__ = [
+    "AGGREGATE", "AGGREGATIONS", "CONFIG", "FLAG", "LOADER", "LOAD_OPTIONS", "OPTIONS", "READERS", "RUNTIME_OPTIONS",
+    "SURFACES", "TRAJECTORY", "Check", "Option", "PRMOptions", "Surface", "add_prm_arguments", "check_declared",
+    "config_fields", "on_surface", "prm_settings", "read_by", "scorer_from_args",
+]
+# What a score cache records of the flags: what the commands load with and can change a score.
+_SCORE_SETTINGS = tuple(name for name in LOAD_OPTIONS if OPTIONS[name].flag is not None and name not in RUNTIME_OPTIONS)
 
 
 def add_prm_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the PRM group: ``--prm``, every [`load_scorer`] option, ``--aggregation``/``--alpha`` (how step scores
-    become one score), ``--chunk-size`` and ``--no-progress``.
+    """Add the PRM group: ``--prm``, a flag for every declared option that has one (every [`load_scorer`] option the
+    commands set, ``--aggregation``/``--alpha``: how step scores become one score), ``--chunk-size`` and
+    ``--no-progress``.
 
     Example:
     ```python
@@ -52,39 +74,35 @@ def add_prm_arguments(parser: argparse.ArgumentParser) -> None:
     ```
     """
     group = parser.add_argument_group("PRM")
-    add = group.add_argument
-    add("--prm", required=True, help="local PRM checkpoint directory (e.g. ReasonFlux-PRM-7B)")
-    add("--kind", default="auto", choices=["auto", *KINDS],
-        help="PRM kind (auto: step classifier or value head); token_logit must be named, with its three tokens")
-    add("--step-tag", default=None, help="step tag token (token_logit; default <extra_0> otherwise)")
-    add("--good-token", default=None, help="token_logit: the 'good step' token")
-    add("--bad-token", default=None, help="token_logit: the 'bad step' token")
-    add("--trajectory-prm", default=None, help="a value-head PRM whose score becomes each row's trajectory_score")
-    add("--parts", default="both", choices=PARTS, help="score the thinking, the response or both")
-    add("--thinking-prefilled", action="store_true",
-        help="the prompts opened the thinking (DeepSeek-R1-Distill): a completion without </think> is cut-off "
-             "thinking (for the PRM, and for bon's outcome judge)")
-    add("--max-length", type=int, default=None, help="PRM context in tokens (default: the model's)")
-    add("--max-steps", type=int, default=None, help="cap on steps; the tail merges into the last")
-    add("--truncation", default="drop_oldest", choices=TRUNCATIONS, help="inputs longer than --max-length")
-    add("--window-overlap", type=int, default=None,
-        help="context tokens of the windows truncation (default: a quarter of the context)")
-    add("--system-prompt", default=DEFAULT_SYSTEM_PROMPT, type=_none_if_empty,
-        help="system message of the step classifier's input; '' for none")
-    add("--batch-tokens", type=int, default=None,
-        help="padded tokens per forward pass (default: 16384 on GPU, 4096 on CPU)")
-    add("--device", default=None, help="e.g. cuda:0 or cpu (default: cuda when available)")
-    add("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) or a torch dtype name")
-    add("--server-url", dest="server_urls", action="append", default=None,
-        help="score with the step classifier served by vLLM at this base URL (repeat for several servers); --prm "
-             "then needs only its config.json and tokenizer")
-    add("--server-model", default=None, help="served model name (default: the one model the servers serve)")
-    add("--max-inflight", type=int, default=8, help="requests in flight to the servers at once")
-    add("--aggregation", default="mean", choices=AGGREGATIONS, help="how step scores become one score")
-    add("--alpha", type=float, default=None,
-        help="weight of the trajectory score added to the step aggregate (eq. 11); needs --trajectory-prm")
-    add("--chunk-size", type=int, default=256, help="rows per scorer call; stored to disk after each")
-    add("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--prm", required=True, help="local PRM checkpoint directory (e.g. ReasonFlux-PRM-7B)")
+    for name, declared in OPTIONS.items():
+        if declared.flag is not None:
+            group.add_argument(declared.flag.name, dest=name, **_flag_arguments(name, declared))
+    group.add_argument("--chunk-size", type=int, default=256, help="rows per scorer call; stored to disk after each")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _flag_arguments(name: str, declared: Option) -> dict[str, Any]:
+    """``add_argument`` keywords of an option's flag, from its type: a switch, a repeatable flag or one value."""
+    flag, default, annotation = on_surface(name, FLAG)
+    arguments: dict[str, Any] = {"default": default, "help": flag.help or declared.help}
+    value_type = _value_type(annotation)
+    if value_type is bool:
+        return {**arguments, "action": "store_true"}
+    if value_type is list:
+        return {**arguments, "action": "append"}
+    if declared.choices is not None:
+        arguments["choices"] = list(declared.choices)
+    if flag.parse is not None or value_type is not str:
+        arguments["type"] = flag.parse or value_type
+    return arguments
+
+
+def _value_type(annotation: Any) -> Any:
+    """``int`` for ``int | None``, ``list`` for ``list[str] | None``: the type a flag's value has."""
+    if isinstance(annotation, UnionType):
+        (annotation,) = (arg for arg in annotation.__args__ if arg is not NoneType)
+    return typing.get_origin(annotation) or annotation
 
 
 def scorer_from_args(args: argparse.Namespace) -> Any:
@@ -106,12 +124,13 @@ def scorer_from_args(args: argparse.Namespace) -> Any:
     """
     from reasonflux_rl.prm.loader import load_scorer
 
-    return load_scorer(args.prm, **{name: getattr(args, name) for name in LOAD_OPTIONS})
+    return load_scorer(args.prm, PRMOptions.from_flags(args))
 
 
 def prm_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Check the PRM options and return those that can change a score, for a score cache: every option but the
-    runtime ones, checkpoint paths resolved, plus the device type and the dtype ``auto`` resolves to there.
+    """Check the PRM options and return those that can change a score, for a score cache: every option the commands
+    load with but the runtime ones, checkpoint paths resolved, plus the device type and the dtype ``auto`` resolves
+    to there.
 
     Example:
     ```python
@@ -129,27 +148,30 @@ def prm_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     ```
     """
-    for name in _POSITIVE:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}={value} must be a positive integer")
-    if args.alpha is not None and args.alpha < 0:
-        raise ConfigError(f"--alpha={args.alpha} must be >= 0")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ConfigError(f"--chunk-size={args.chunk_size} must be a positive integer")
+    check_declared({name: getattr(args, name) for name, o in OPTIONS.items() if o.flag is not None}, FLAG)
+    options = PRMOptions.from_flags(args)
+    scoring = {name: getattr(options, name) for name in _SCORE_SETTINGS}
+    paths = {"prm": _resolved(args.prm), "trajectory_prm": _resolved(options.trajectory_prm)}
+    return {**scoring, **paths, **_numerics(options)}
+
+
+def _numerics(options: PRMOptions) -> dict[str, str]:
+    """Where the scores are computed, as far as it can change them: the device type and the resolved dtype."""
+    if options.server_urls:
+        # The servers run the model: their numerics, not this machine's, make the scores.
+        return {"dtype": "served", "device_type": "server"}
+    import torch
+
     from reasonflux_rl.prm.engine.base import resolve_dtype
 
-    if args.server_urls:
-        # The servers run the model: their numerics, not this machine's, make the scores.
-        served = {"dtype": "served", "device_type": "server"}
-        return {**{name: getattr(args, name) for name in LOAD_OPTIONS if name not in RUNTIME_OPTIONS}, **served,
-                "prm": _resolved(args.prm), "trajectory_prm": _resolved(args.trajectory_prm)}
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = resolve_dtype(args.dtype, device)
+        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = resolve_dtype(options.dtype, device)
     except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"--device={args.device!r} --dtype={args.dtype!r}: {err}") from err
-    settings = {name: getattr(args, name) for name in LOAD_OPTIONS if name not in RUNTIME_OPTIONS}
-    return {**settings, "prm": _resolved(args.prm), "trajectory_prm": _resolved(args.trajectory_prm),
-            "dtype": str(dtype).removeprefix("torch."), "device_type": device.type}
+        raise ConfigError(f"--device={options.device!r} --dtype={options.dtype!r}: {err}") from err
+    return {"dtype": str(dtype).removeprefix("torch."), "device_type": device.type}
 
 
 def _resolved(path: str | None) -> str | None:

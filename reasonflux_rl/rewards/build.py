@@ -52,7 +52,7 @@ def validate(args: RewardArguments) -> CheckpointInfo | None:
         info = inspect_served_checkpoint(args.prm_name_or_path)
         # Health, served model, context length and a probe of the step tags, so that a wrong server fails the
         # launch now and not the first training step.
-        load_scorer(args.prm_name_or_path, **{**_scorer_options(args, num_processes=1), "trajectory_prm": None}).close()
+        load_scorer(args.prm_name_or_path, args.prm_options(), trajectory_prm=None).close()
         return info
     return inspect_checkpoint(args.prm_name_or_path, kind=args.prm_kind)
 
@@ -83,34 +83,6 @@ def check_placement(args: RewardArguments, zero_stage: int | None) -> str:
             f"{launched}: use a ZeRO-3 config (deepspeed: deepspeed_configs/zero3.json), or prm_placement 'replica'"
         )
     return placement
-
-
-def _scorer_options(args: RewardArguments, num_processes: int) -> dict[str, Any]:
-    """The [`load_scorer`] arguments that ``args`` gives, for one of ``num_processes`` ranks."""
-    return dict(
-        kind=args.prm_kind,
-        trajectory_prm=args.prm_trajectory_name_or_path,
-        placement=args.prm_placement,
-        dtype=args.prm_dtype,
-        parts=args.prm_parts,
-        thinking_prefilled=bool(args.thinking_prefilled),
-        max_steps=args.prm_max_steps,
-        max_length=args.prm_max_length,
-        batch_tokens=args.prm_batch_tokens,
-        truncation=args.prm_truncation,
-        window_overlap=args.prm_window_overlap,
-        system_prompt=args.prm_system_prompt,
-        step_tag=args.prm_step_tag,
-        good_token=args.prm_good_token,
-        bad_token=args.prm_bad_token,
-        server_urls=args.prm_server_urls,
-        server_model=args.prm_server_model,
-        # Every rank is a client: the job-wide bound is shared out among them.
-        max_inflight=max(1, -(-args.prm_server_max_inflight // num_processes)),
-        request_timeout=args.prm_server_timeout_seconds,
-        retries=args.prm_server_retries,
-        deadline=args.prm_server_deadline_seconds,
-    )
 
 
 def build_reward(
@@ -144,17 +116,11 @@ def build_reward(
         # validate() has just checked the servers.
         scorer = load_scorer(
             args.prm_name_or_path,
-            **_scorer_options(args, state.num_processes),
+            args.prm_options(state.num_processes),
             device=device or state.device,
             check=False,
         )
-    outcome = OutcomeReward(
-        require_closed_thinking=args.outcome_require_closed_thinking,
-        timeout_seconds=args.outcome_timeout_seconds,
-        num_workers=args.outcome_num_workers,
-        gold_column=args.solution_column,
-        thinking_prefilled=bool(args.thinking_prefilled),
-    )
+    outcome = OutcomeReward.from_args(args)
     return MixedReward(
         outcome,
         scorer,

@@ -13,8 +13,9 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from reasonflux_rl.prm.options import AGGREGATIONS
+
 Score = float | None
-AGGREGATIONS: tuple[str, ...] = ("mean", "min", "last", "geometric_mean")
 NORMALISATIONS: tuple[str, ...] = ("none", "group_zscore", "group_minmax", "group_rank", "batch_zscore")
 
 

@@ -1,39 +1,36 @@
 """Outcome reward: does the final answer of a completion equal the gold answer? Judged by math-verify.
 
-math-verify can hang in sympy on pathological answers, and its own timeouts rely on ``signal.alarm``, which only
-works in the main thread (TRL runs ``async def`` reward functions on an event loop in a daemon thread). So
-verification runs in a small pool of worker processes with a wall-clock limit on every item: a worker interrupts an
-item itself at the limit, the parent kills a worker that cannot, the item scores 0.0, and either way the worker is
-replaced (sympy's caches after an interrupted computation are not to be trusted).
+This module holds the judging rules: which text is the answer (after ``</think>``), how gold and answer are parsed,
+what scores 1.0, 0.0 or ``None``. The judging itself runs in worker processes of
+[`~reasonflux_rl.rewards.verify_pool.Pool`], with a wall-clock limit on every item: math-verify can hang in sympy on
+pathological answers, and its own timeouts rely on ``signal.alarm``, which only works in the main thread (TRL runs
+``async def`` reward functions on an event loop in a daemon thread). An item that runs out of time scores 0.0.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import numbers
 import os
-import signal
-import sys
 import threading
-import time
-import types
-import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from multiprocessing.connection import Connection, wait
-from typing import Any, Self
+from typing import TYPE_CHECKING, Self
 
 from latex2sympy2_extended import NormalizationConfig
 from math_verify import LatexExtractionConfig, parse, verify
 
+from reasonflux_rl.rewards.formula import Score
+from reasonflux_rl.rewards.verify_pool import Lost, Pool, Stats, default_num_workers
 from reasonflux_rl.trajectory import THINK_CLOSE, THINK_OPEN, completion_text, split_trajectory
 
-Score = float | None
+if TYPE_CHECKING:
+    # Only for annotations: config loads torch, transformers and the PRM stack, and every verification worker
+    # imports this module.
+    from reasonflux_rl.rewards.config import RewardArguments
+
 LogMetric = Callable[[str, float], None]
 LogExtra = Callable[[str, list], None]
 
@@ -49,15 +46,7 @@ _ANSWER_CONFIG = [
         try_extract_without_anchor=False,
     )
 ]
-# A worker that ignores its own in-process interrupt (stuck in C code) is killed this long after the limit.
-_KILL_GRACE_SECONDS = 0.5
-# Most items per message to a worker: amortises IPC; each item still gets its own deadline.
-_MAX_CHUNK = 16
-# A pool whose workers cannot even import math-verify in this long is broken; fail loudly instead of hanging.
-_STARTUP_SECONDS = 120.0
 _TEXT_LIMIT = 200
-_READY = "ready"
-_MAIN_SWAP_LOCK = threading.Lock()
 # Typical answer forms a worker parses before it reports ready. latex2sympy's ANTLR parser builds its prediction
 # cache as it sees input: a cold process runs about half as fast for its first thousand items.
 # fmt: off
@@ -72,15 +61,8 @@ _WARMUP_ANSWERS = (
 # fmt: on
 
 
-# ----------------------------------------------------------------------------------------------- worker process
-
-
-class _ItemTimeout(BaseException):
-    """Raised by SIGALRM inside a worker; a BaseException so math-verify's ``except Exception`` cannot swallow it."""
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise _ItemTimeout
+# What a row scores when the pool has no result for it: (score, gold_parsed, answer_parsed).
+_LOST_ROWS = {Lost.TIMEOUT: (0.0, "", "[timeout]"), Lost.WORKER_DIED: (0.0, "", "[worker died]")}
 
 
 @lru_cache(maxsize=4096)
@@ -89,271 +71,33 @@ def _parse_gold(gold: str) -> list:
     return parse(gold, parsing_timeout=None)
 
 
-def _judge(gold: str, response: str | None, want_text: bool) -> tuple[Score, bool, str, str]:
-    """(score, timed_out, gold_parsed, answer_parsed) for one row; ``response=None`` marks a truncated completion."""
+def _judge(gold: str, response: str | None, want_text: bool) -> tuple[Score, str, str]:
+    """(score, gold_parsed, answer_parsed) for one row; ``response=None`` marks a truncated completion. The job
+    that the pool's workers run, so it must stay a top-level function of this module (pickled by reference)."""
     gold_parsed = _parse_gold(gold)
     if not gold_parsed:
-        return None, False, "[unparseable]", "[skipped]"
+        return None, "[unparseable]", "[skipped]"
     gold_text = str(gold_parsed)[:_TEXT_LIMIT] if want_text else ""
     if response is None:
-        return 0.0, False, gold_text, "[truncated]"
+        return 0.0, gold_text, "[truncated]"
     answer = parse(response, extraction_config=_ANSWER_CONFIG, extraction_mode="first_match", parsing_timeout=None)
     score = float(verify(gold_parsed, answer, timeout_seconds=None))
     answer_text = (str(answer)[:_TEXT_LIMIT] if answer else "[unparseable]") if want_text else ""
-    return score, False, gold_text, answer_text
+    return score, gold_text, answer_text
 
 
-def _judge_within(limit: float | None, gold: str, response: str | None, want_text: bool) -> tuple:
-    # Interrupting here is the cheap path (no process restart); the parent's kill is only the backstop.
-    try:
-        if limit is not None:
-            signal.setitimer(signal.ITIMER_REAL, limit)
-        try:
-            return _judge(gold, response, want_text)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except _ItemTimeout:
-        return 0.0, True, "", "[timeout]"
+def _quiet_math_verify() -> None:
+    # The pool enforces the time limits, so math-verify's "timeout is disabled" warnings are noise.
+    for name in ("math_verify", "latex2sympy2_extended"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _warm_up() -> None:
     """Parse and verify the typical answer forms once, filling latex2sympy's parser caches."""
-    # Timeouts are handled by the pool, so math-verify's "timeout is disabled" warnings are noise.
-    for name in ("math_verify", "latex2sympy2_extended"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_math_verify()
     for i, answer in enumerate(_WARMUP_ANSWERS):
         _judge(f"${answer}$", f"The answer is $\\boxed{{{answer}}}$.", True)
         _judge(answer, f"The final answer is ${_WARMUP_ANSWERS[i - 1]}$.", False)
-
-
-def _worker_main(conn: Connection, warm_up: bool) -> None:
-    # Ctrl-C reaches the whole process group; the parent owns shutdown, so a worker must not die mid-item.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGALRM, _on_alarm)
-    # Warm up before reporting ready: the parent starts each item's clock only once a worker is ready. The forkserver
-    # has warmed up already (see _mp_context), so this is quick; it matters where the forkserver was started by
-    # someone else, without our preload. A replacement skips it: it should take work at once, warm or not.
-    if warm_up:
-        _warm_up()
-    else:
-        for name in ("math_verify", "latex2sympy2_extended"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    conn.send(_READY)
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        limit, want_text, items = message
-        for pos, gold, response in items:
-            conn.send((pos, *_judge_within(limit, gold, response, want_text)))
-
-
-# ----------------------------------------------------------------------------------------------- parent side
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    # Never fork the trainer: it holds torch/CUDA threads. The forkserver forks workers from a clean process that has
-    # math-verify imported and warmed up (the second preload runs _warm_up there), so a replacement for a killed or
-    # timed-out worker is ready and fast in milliseconds, not after a sympy import and a cold parser cache.
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__, f"{__package__}._verify_warmup"])
-    return ctx
-
-
-@dataclass
-class _Worker:
-    process: Any
-    conn: Connection
-    created: float = field(default_factory=time.monotonic)
-    ready: bool = False
-    inflight: deque = field(default_factory=deque)  # job positions, in the order the worker runs them
-    started: float = 0.0  # when inflight[0] began running
-    reserved: list = field(default_factory=list)  # a crashed worker's item, retried first on its replacement
-
-
-@dataclass
-class _Stats:
-    timeouts: int = 0
-    restarts: int = 0
-    failures: int = 0
-    max_item_seconds: float = 0.0
-
-
-def _stop_workers(workers: list[_Worker], owner_pid: int) -> None:
-    if os.getpid() != owner_pid:  # a forked child must not kill its parent's workers
-        return
-    for worker in workers:
-        try:
-            worker.conn.send(None)
-        except (OSError, ValueError):
-            pass
-    for worker in workers:
-        worker.process.join(timeout=1.0)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join()
-        worker.conn.close()
-
-
-class _Pool:
-    """Worker processes plus the dispatch loop that enforces the per-item deadline. Not thread-safe by itself."""
-
-    def __init__(self, num_workers: int) -> None:
-        self.owner_pid = os.getpid()
-        self._ctx = _mp_context()
-        self.workers = [self._start_worker() for _ in range(num_workers)]
-        self._finalizer = weakref.finalize(self, _stop_workers, self.workers, self.owner_pid)
-
-    def _start_worker(self, warm_up: bool = True) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe()
-        process = self._ctx.Process(
-            target=_worker_main, args=(child_conn, warm_up), name="outcome-verifier", daemon=True
-        )
-        # A spawned or forkserver child re-imports the parent's main script unless told otherwise; a training script
-        # without an `if __name__ == "__main__":` guard would then train again inside every verifier. The worker
-        # needs nothing from __main__, so the child is started while __main__ looks like an empty module.
-        with _MAIN_SWAP_LOCK:
-            main = sys.modules["__main__"]
-            sys.modules["__main__"] = types.ModuleType("__main__")
-            try:
-                process.start()
-            finally:
-                sys.modules["__main__"] = main
-        child_conn.close()
-        return _Worker(process, parent_conn)
-
-    def close(self) -> None:
-        self._finalizer()
-
-    def wait_ready(self) -> None:
-        """Block until every worker has warmed up; only while no batch is running (a READY is then all it sends)."""
-        deadline = time.monotonic() + _STARTUP_SECONDS
-        for worker in self.workers:
-            try:
-                if not worker.ready and worker.conn.poll(max(0.0, deadline - time.monotonic())):
-                    worker.ready = worker.conn.recv() == _READY
-            except (EOFError, OSError):
-                pass
-            if not worker.ready:
-                code = worker.process.exitcode
-                raise RuntimeError(f"an outcome-verifier worker did not become ready (exit code {code})")
-
-    def _replace(self, worker: _Worker) -> _Worker:
-        if worker.process.is_alive():
-            worker.process.kill()
-        worker.process.join(timeout=5.0)
-        worker.conn.close()
-        fresh = self._start_worker(warm_up=False)
-        self.workers[self.workers.index(worker)] = fresh
-        return fresh
-
-    def run(self, jobs: list[tuple[str, str | None]], limit: float, soft_limit: float | None, want_text: bool):
-        """Judge ``jobs`` of (gold, response); returns per-job (score, timed_out, gold_text, answer_text) and stats."""
-        results: list[tuple | None] = [None] * len(jobs)
-        queue = deque(range(len(jobs)))
-        crashes = [0] * len(jobs)
-        stats = _Stats()
-        remaining = len(jobs)
-
-        def finish(pos: int, result: tuple) -> None:
-            nonlocal remaining
-            results[pos] = result
-            remaining -= 1
-
-        def retire(worker: _Worker, cause: str) -> None:
-            # cause: "timeout" or "crash" lose the item the worker was running; after "answered" (the worker timed
-            # out an item itself and reported it) nothing is lost. Items queued behind are requeued: even if one had
-            # started, it is not to blame.
-            stats.restarts += 1
-            running = worker.inflight.popleft() if worker.inflight and cause != "answered" else None
-            queue.extendleft(reversed(worker.inflight))
-            worker.inflight.clear()
-            queue.extendleft(reversed(worker.reserved))
-            fresh = self._replace(worker)
-            if running is None:
-                return
-            if cause == "timeout":
-                stats.timeouts += 1
-                finish(running, (0.0, True, "", "[timeout]"))
-            elif crashes[running] == 0:
-                crashes[running] += 1
-                fresh.reserved.append(running)
-            else:
-                stats.failures += 1
-                finish(running, (0.0, False, "", "[worker died]"))
-
-        while remaining:
-            now = time.monotonic()
-            for worker in self.workers:
-                # Only idle workers get work: a worker busy on a stuck item does not read its pipe, and a send
-                # larger than the pipe buffer would then block the parent and its deadlines.
-                if not worker.ready or worker.inflight or not (queue or worker.reserved):
-                    continue
-                # Chunks shrink as the queue drains, so no worker is left with a long tail while the others idle.
-                size = max(1, min(_MAX_CHUNK, len(queue) // (2 * len(self.workers))))
-                batch = worker.reserved or [queue.popleft() for _ in range(size)]
-                worker.reserved = []
-                worker.started = now
-                worker.inflight.extend(batch)
-                try:
-                    worker.conn.send((soft_limit, want_text, [(pos, *jobs[pos]) for pos in batch]))
-                except OSError:
-                    pass  # it just died: its sentinel fires below and its items are requeued
-
-            busy = [worker for worker in self.workers if worker.inflight]
-            if busy:
-                timeout = max(0.0, min(worker.started for worker in busy) + limit - now)
-            else:
-                # Nothing is running, so the remaining work waits for a worker that is still starting.
-                starting = [worker.created + _STARTUP_SECONDS for worker in self.workers if not worker.ready]
-                if not starting or now >= min(starting):
-                    raise RuntimeError(f"no outcome-verifier worker became ready within {_STARTUP_SECONDS:.0f} s")
-                timeout = min(starting) - now
-            handles = [worker.conn for worker in self.workers] + [worker.process.sentinel for worker in self.workers]
-            signalled = set(wait(handles, timeout))
-
-            for worker in list(self.workers):
-                dead = worker.process.sentinel in signalled
-                recycle = False
-                if worker.conn in signalled or dead:
-                    try:
-                        while not recycle and worker.conn.poll():
-                            message = worker.conn.recv()
-                            now = time.monotonic()
-                            if message == _READY:
-                                worker.ready = True
-                                continue
-                            pos, *result = message
-                            if not worker.inflight or worker.inflight[0] != pos:
-                                raise RuntimeError(f"outcome worker answered job {pos} out of order")
-                            worker.inflight.popleft()
-                            stats.max_item_seconds = max(stats.max_item_seconds, now - worker.started)
-                            worker.started = now
-                            finish(pos, tuple(result))
-                            # The worker interrupted the item itself, at an arbitrary point inside sympy, whose caches
-                            # may now hold half-built entries: replace it rather than trust it with the next item.
-                            recycle = result[1]
-                    except (EOFError, OSError):
-                        dead = True
-                if recycle:
-                    stats.timeouts += 1
-                    retire(worker, "answered")
-                elif dead:
-                    if not worker.ready:
-                        # A worker that cannot even start will not start next time either: fail loudly.
-                        worker.process.join(timeout=1.0)
-                        code = worker.process.exitcode
-                        raise RuntimeError(f"an outcome-verifier worker died while starting (exit code {code})")
-                    retire(worker, "crash")
-                elif worker.inflight and time.monotonic() >= worker.started + limit:
-                    stats.max_item_seconds = max(stats.max_item_seconds, time.monotonic() - worker.started)
-                    retire(worker, "timeout")
-        return results, stats
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -394,31 +138,6 @@ def gold_text(gold: object) -> str:
     raise TypeError(f"a gold answer must be a str or a number, got {type(gold).__name__}: {gold!r:.80}")
 
 
-def default_num_workers(environ: dict[str, str] | None = None) -> int:
-    """Verification workers per process: the CPUs this process may use, shared among the ranks of this node.
-
-    torchrun and accelerate set ``LOCAL_WORLD_SIZE`` (the processes on this node); each rank has its own reward and
-    pool, so without the division an 8-GPU node would start 8 workers per core. At least 1.
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.rewards.outcome import default_num_workers
-
-    >>> default_num_workers({"LOCAL_WORLD_SIZE": "100000"})
-    1
-
-    ```
-    """
-    environ = os.environ if environ is None else environ
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        ranks = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        ranks = 1
-    return max(1, cores // ranks)
-
-
-
 class OutcomeReward:
     r"""
     Outcome reward: 1.0 if the final answer of a completion equals the gold answer according to math-verify, else 0.0.
@@ -436,11 +155,9 @@ class OutcomeReward:
     Verification runs in `num_workers` worker processes, started on first use and reused. Every item gets
     `timeout_seconds` of wall-clock time: the worker interrupts itself at the limit, and if it cannot (stuck in C
     code) the parent kills it half a second later; either way the item scores 0.0, counts as a timeout, and the
-    worker is replaced (a replacement forks from a preloaded server in milliseconds, then warms up for about a
-    second while the other workers go on). A worker that crashes is replaced, and the item it was running is retried
-    once (then 0.0). Gold answers may be strings or numbers (see [`gold_text`]); a missing one (`None`, NaN, empty)
-    is unparseable. Safe to
-    call from any thread, including TRL's event-loop thread for `async def` rewards. Workers come from a forkserver
+    worker is replaced (a replacement forks in milliseconds from a server where math-verify is already warm). A worker
+    that crashes is replaced, and the item it was running is retried once (then 0.0). Gold answers may be strings or
+    numbers (see [`gold_text`]); a missing one (`None`, NaN, empty) is unparseable. Safe to call from any thread, including TRL's event-loop thread for `async def` rewards. Workers come from a forkserver
     (never a plain fork of the trainer) and do not re-import the calling script, so a training script needs no
     `if __name__ == "__main__":` guard.
 
@@ -451,7 +168,7 @@ class OutcomeReward:
             Wall-clock limit per item (gold parse, answer parse and verify together).
         num_workers (`int`, *optional*):
             Number of worker processes. Defaults to the CPUs this process may run on divided by the ranks on this
-            node (`LOCAL_WORLD_SIZE`), at least 1; see [`default_num_workers`].
+            node (`LOCAL_WORLD_SIZE`), at least 1; see [`~reasonflux_rl.rewards.verify_pool.default_num_workers`].
         gold_column (`str`, *optional*, defaults to `"solution"`):
             Dataset column holding the gold answers, passed by TRL as a keyword argument.
         thinking_prefilled (`bool`, *optional*, defaults to `False`):
@@ -506,9 +223,34 @@ class OutcomeReward:
         self.thinking_prefilled = thinking_prefilled
         # Test hook: False makes workers ignore the limit, like an item stuck in C code, to exercise the kill path.
         self._interrupt_in_worker = True
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         self._lock = threading.Lock()
         self._warned_prefill = False
+
+    @classmethod
+    def from_args(cls, args: RewardArguments) -> OutcomeReward:
+        r"""
+        The outcome reward that the `outcome_*`, `solution_column` and `thinking_prefilled` fields of a
+        [`~reasonflux_rl.rewards.config.RewardArguments`] describe (`thinking_prefilled=None` counts as `False`).
+
+        Example:
+        ```python
+        >>> from reasonflux_rl.rewards.config import RewardArguments
+        >>> from reasonflux_rl.rewards.outcome import OutcomeReward
+
+        >>> reward = OutcomeReward.from_args(RewardArguments(prm_beta=0, outcome_num_workers=2, solution_column="answer"))
+        >>> reward.num_workers, reward.gold_column, reward.timeout_seconds, reward.thinking_prefilled
+        (2, 'answer', 5.0, False)
+
+        ```
+        """
+        return cls(
+            require_closed_thinking=args.outcome_require_closed_thinking,
+            timeout_seconds=args.outcome_timeout_seconds,
+            num_workers=args.outcome_num_workers,
+            gold_column=args.solution_column,
+            thinking_prefilled=bool(args.thinking_prefilled),
+        )
 
     def __call__(
         self,
@@ -561,7 +303,30 @@ class OutcomeReward:
         """
         if len(completions) != len(golds):
             raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
-        jobs: list[tuple[str, str | None]] = []
+        jobs, truncated = self._jobs(completions, golds, want_text=log_extra is not None)
+        rows, stats = self._judge_all(jobs)
+        scores = [row[0] for row in rows]
+        if log_metric is not None:
+            judged = [s for s in scores if s is not None]
+            if judged:
+                log_metric("outcome/accuracy", sum(judged) / len(judged))
+            log_metric("outcome/gold_unparseable", float(len(scores) - len(judged)))
+            log_metric("outcome/timeouts", float(stats.timeouts))
+            log_metric("outcome/worker_restarts", float(stats.restarts))
+            log_metric("outcome/truncated", float(truncated))
+            log_metric("outcome/worker_failures", float(stats.failures))
+            log_metric("outcome/max_item_seconds", stats.max_item_seconds)
+        if log_extra is not None:
+            log_extra("gold_parsed", [row[1] for row in rows])
+            log_extra("answer_parsed", [row[2] for row in rows])
+        return scores
+
+    def _jobs(
+        self, completions: Sequence[str], golds: Sequence[str], want_text: bool
+    ) -> tuple[list[tuple[str, str | None, bool]], int]:
+        """The arguments of ``_judge`` for every row (the answer text, or `None` for a truncated completion that
+        scores 0.0 by rule), and how many completions never closed their thinking."""
+        jobs: list[tuple[str, str | None, bool]] = []
         truncated = 0
         prefill_signature = False
         for row, (completion, gold) in enumerate(zip(completions, golds)):
@@ -576,45 +341,32 @@ class OutcomeReward:
             else:
                 truncated += 1
                 response = None if self.require_closed_thinking else trajectory.thinking
-            jobs.append((gold, response))
+            jobs.append((gold, response, want_text))
         if prefill_signature and not self.thinking_prefilled and not self._warned_prefill:
             self._warned_prefill = True
             logger.warning(
                 "Completions close a thinking they never opened (`</think>` without `<think>`), as under a chat "
                 "template that pre-fills <think> (DeepSeek-R1-Distill): truncated completions of such a policy will "
-                "be judged on their text as plain answers unless thinking_prefilled is set "
-                "(REASONFLUX_THINKING_PREFILLED=true under trl grpo; `reasonflux-rl train` reads it from the template)."
+                "be judged on their text as plain answers unless thinking_prefilled is set (`reasonflux-rl train` "
+                "reads it from the policy's chat template; pass --thinking-prefilled to score, select and bon; set "
+                "REASONFLUX_THINKING_PREFILLED=true under trl grpo)."
             )
+        return jobs, truncated
 
-        limit = self.timeout_seconds + _KILL_GRACE_SECONDS
-        soft_limit = self.timeout_seconds if self._interrupt_in_worker else None
-        results, stats = [], _Stats()
+    def _judge_all(self, jobs: list[tuple[str, str | None, bool]]) -> tuple[list[tuple[Score, str, str]], Stats]:
+        """Run ``_judge`` on every job in the pool; (score, gold_parsed, answer_parsed) per job, and the pool's stats."""
+        if not jobs:
+            return [], Stats()
         with self._lock:
-            if jobs:
-                pool = self._get_pool()
-                try:
-                    results, stats = pool.run(jobs, limit, soft_limit, want_text=log_extra is not None)
-                except BaseException:
-                    # Interrupted mid-batch (e.g. KeyboardInterrupt): stale items sit in the workers' pipes.
-                    pool.close()
-                    self._pool = None
-                    raise
-
-        scores = [result[0] for result in results]
-        if log_metric is not None:
-            judged = [s for s in scores if s is not None]
-            if judged:
-                log_metric("outcome/accuracy", sum(judged) / len(judged))
-            log_metric("outcome/gold_unparseable", float(len(scores) - len(judged)))
-            log_metric("outcome/timeouts", float(stats.timeouts))
-            log_metric("outcome/worker_restarts", float(stats.restarts))
-            log_metric("outcome/truncated", float(truncated))
-            log_metric("outcome/worker_failures", float(stats.failures))
-            log_metric("outcome/max_item_seconds", stats.max_item_seconds)
-        if log_extra is not None:
-            log_extra("gold_parsed", [result[2] for result in results])
-            log_extra("answer_parsed", [result[3] for result in results])
-        return scores
+            pool = self._get_pool()
+            try:
+                results, stats = pool.run(jobs, self.timeout_seconds, interrupt=self._interrupt_in_worker)
+            except BaseException:
+                # Interrupted mid-batch (e.g. KeyboardInterrupt): stale items sit in the workers' pipes.
+                pool.close()
+                self._pool = None
+                raise
+        return [_LOST_ROWS[result] if isinstance(result, Lost) else result for result in results], stats
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers once all are ready (starting the pool if needed); for tests and debugging."""
@@ -623,11 +375,19 @@ class OutcomeReward:
             pool.wait_ready()
             return [worker.process.pid for worker in pool.workers]
 
-    def _get_pool(self) -> _Pool:
+    def _get_pool(self) -> Pool:
         if self._pool is not None and self._pool.owner_pid != os.getpid():
             self._pool = None  # inherited through fork: those workers belong to the parent process
         if self._pool is None:
-            self._pool = _Pool(self.num_workers)
+            self._pool = Pool(
+                _judge,
+                self.num_workers,
+                setup=_quiet_math_verify,
+                warm_up=_warm_up,
+                # _verify_warmup runs _warm_up in the forkserver, so that every worker forked from it starts warm.
+                preload=(__name__, f"{__package__}._verify_warmup"),
+                name="outcome-verifier",
+            )
         return self._pool
 
     def close(self) -> None:
@@ -688,20 +448,15 @@ def outcome_reward_from_env(environ: dict[str, str] | None = None) -> OutcomeRew
 
     ```
     """
-    # Imported here: rewards imports this module (and the PRM stack, which an outcome-only run need not load early).
+    # Imported here, not at the top: config loads torch, transformers and the PRM stack, and every verification
+    # worker imports this module.
     from reasonflux_rl.rewards.config import ENV_PREFIX, reward_arguments_from_env
 
     environ = os.environ if environ is None else environ
     names = {ENV_PREFIX + name.upper() for name in _ENV_FIELDS}
     # prm_beta=0 so that the PRM checks (a PRM path is required when beta > 0) do not apply to the outcome alone.
     args = reward_arguments_from_env({**{k: v for k, v in environ.items() if k in names}, ENV_PREFIX + "PRM_BETA": "0"})
-    return OutcomeReward(
-        require_closed_thinking=args.outcome_require_closed_thinking,
-        timeout_seconds=args.outcome_timeout_seconds,
-        num_workers=args.outcome_num_workers,
-        gold_column=args.solution_column,
-        thinking_prefilled=bool(args.thinking_prefilled),
-    )
+    return OutcomeReward.from_args(args)
 
 
 def outcome_reward(completions: Sequence[str | list[dict]], **kwargs) -> list[Score]:

@@ -1,4 +1,5 @@
 """The offline uses of the scorer: the ``score``, ``select`` and ``bon`` commands (``score.py``, ``selection.py``,
-``bon.py``) and what only they use: reading input rows (``rows.py``), the resumable score store (``store.py``), the
-scoring loop they share (``pipeline.py``), atomic outputs (``outputs.py``), figures (``plots.py``) and the overlap of
+``bon.py``, with ``bon``'s candidate generation in ``bon_generate.py``) and what only they use: the opening they share
+(``pipeline.py``: read and check the input rows, then score them into the store), reading input rows (``rows.py``),
+the resumable score store (``store.py``), atomic outputs (``outputs.py``), figures (``plots.py``) and the overlap of
 score distributions (``overlap.py``)."""

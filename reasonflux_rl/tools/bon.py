@@ -1,9 +1,10 @@
 """``reasonflux-rl bon``: Best-of-N accuracy of PRM-picked answers against majority vote, random pick and oracle.
 
 The paper's third use of ReasonFlux-PRM (test-time scaling). For each problem there are candidate completions (read
-from the input, or sampled from a policy); for each N in {1, 2, 4, 8, 16} up to the candidates available, every
-method looks at the *same first N candidates* of each problem, and its pick is judged by the outcome reward
-(math-verify against the reference answer, [`reasonflux_rl.rewards.outcome.OutcomeReward`]):
+from the input, or sampled from a policy by [`reasonflux_rl.tools.bon_generate`]); for each N in {1, 2, 4, 8, 16} up
+to the candidates available, every method looks at the *same first N candidates* of each problem, and its pick is
+judged by the outcome reward (math-verify against the reference answer,
+[`reasonflux_rl.rewards.outcome.OutcomeReward`]):
 
 - ``prm``: the candidate with the highest aggregated PRM score; ties go to the earliest candidate, and a candidate
   the PRM could not score (no step scored, or a non-finite score) ranks below every scored one.
@@ -21,7 +22,6 @@ before judging and scoring. PRM scores are cached beside the output as they are 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import threading
@@ -32,24 +32,22 @@ from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
+from reasonflux_rl.tools.bon_generate import BACKENDS, generate_candidates, resolve_backend
 from reasonflux_rl.tools.outputs import write_json, write_rows
-from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
+from reasonflux_rl.tools.pipeline import InputRows, Scored, read_input, record_reward, score_stored
 from reasonflux_rl.tools.rows import (
+    BadRow,
     Pair,
     add_input_arguments,
-    check_columns,
     describe_bad_rows,
     handle_bad_rows,
     integer_or_text_field,
-    load_rows,
     text_field,
 )
-from reasonflux_rl.tools.store import ScoreStore
-from reasonflux_rl.trajectory import THINK_OPEN, prompt_text, split_trajectory
+from reasonflux_rl.trajectory import prompt_text, split_trajectory
 
 NS: tuple[int, ...] = (1, 2, 4, 8, 16)
 METHODS: tuple[str, ...] = ("prm", "majority", "random", "oracle")
-BACKENDS: tuple[str, ...] = ("auto", "transformers", "vllm")
 
 
 @dataclass(frozen=True)
@@ -332,7 +330,8 @@ def judge(problems: Sequence[Problem], reward: Any) -> list[list[float]]:
 
     ```
     """
-    flat = reward.score([c for p in problems for c in p.candidates], [p.answer for p in problems for _ in p.candidates])
+    completions = [c for p in problems for c in p.candidates]
+    flat = reward.score(completions, [p.answer for p in problems for _ in p.candidates])
     if any(outcome is None for outcome in flat):
         raise RuntimeError("a reference answer did not parse; check them with unparseable_answers first")
     outcomes, start = [], 0
@@ -359,131 +358,6 @@ def candidate_pairs(problems: Sequence[Problem]) -> list[list[Pair]]:
         grouped.append([Pair(start + j, problem.problem, c) for j, c in enumerate(problem.candidates)])
         start += len(problem.candidates)
     return grouped
-
-
-# ----------------------------------------------------------------------------------------------- generation
-
-
-def resolve_backend(backend: str) -> str:
-    """``auto`` is vLLM when it can be imported, else transformers; asking for vLLM without it is an error.
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.tools.bon import resolve_backend
-    >>> resolve_backend("transformers")
-    'transformers'
-
-    ```
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend={backend!r} is not one of {BACKENDS}")
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    if backend == "auto":
-        return "vllm" if has_vllm else "transformers"
-    if backend == "vllm" and not has_vllm:
-        raise ConfigError("--backend vllm: vllm cannot be imported; pip install vllm, or use --backend transformers")
-    return backend
-
-
-def _prefill(prompt: str) -> str:
-    # A template that opens the thinking in the prompt (R1-distill) leaves "<think>" out of the completion; putting
-    # it back makes each saved candidate a self-contained completion for the PRM, the judge and a later --input run.
-    return THINK_OPEN + "\n" if prompt.rstrip().endswith(THINK_OPEN) else ""
-
-
-def _chat_prompts(tokenizer: Any, problems: Sequence[str], policy: str) -> list[str]:
-    if not tokenizer.chat_template:
-        raise ConfigError(f"policy {policy!r} has no chat template; generation prompts are built with it")
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        for p in problems
-    ]
-
-
-def _generate_transformers(policy: str, problems: Sequence[str], n: int, options: Mapping[str, Any]) -> list[list[str]]:
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = torch.device(options["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(policy)
-    prompts = _chat_prompts(tokenizer, problems, policy)
-    model = AutoModelForCausalLM.from_pretrained(policy, dtype="auto").to(device).eval()
-    torch.manual_seed(options["seed"])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = []
-    for prompt in tqdm(prompts, desc="generating", unit="problem", disable=not options["progress"]):
-        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
-        with torch.inference_mode():
-            ids = model.generate(
-                **inputs,
-                do_sample=True,
-                temperature=options["temperature"],
-                top_p=options["top_p"],
-                max_new_tokens=options["max_new_tokens"],
-                num_return_sequences=n,
-                pad_token_id=pad,
-            )
-        texts = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        out.append([_prefill(prompt) + text for text in texts])
-    return out
-
-
-def _generate_vllm(  # pragma: no cover
-    policy: str, problems: Sequence[str], n: int, options: Mapping[str, Any]
-) -> list[list[str]]:
-    # Untested: vLLM is not installed where the tests run. Kept to the one documented LLM.generate call.
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(model=policy, seed=options["seed"])
-    prompts = _chat_prompts(llm.get_tokenizer(), problems, policy)
-    params = SamplingParams(
-        n=n, temperature=options["temperature"], top_p=options["top_p"], max_tokens=options["max_new_tokens"],
-        seed=options["seed"],
-    )
-    results = llm.generate(prompts, params)
-    return [[_prefill(p) + o.text for o in r.outputs] for p, r in zip(prompts, results)]
-
-
-def generate_candidates(
-    policy: str,
-    problems: Sequence[str],
-    n: int,
-    *,
-    backend: str = "auto",
-    max_new_tokens: int = 4096,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    seed: int = 0,
-    device: str | None = None,
-    progress: bool = False,
-) -> list[list[str]]:
-    """Sample ``n`` completions per problem from ``policy`` (a local checkpoint) on its chat template.
-
-    The transformers backend samples one problem at a time (``num_return_sequences=n``) after
-    ``torch.manual_seed(seed)``; vLLM, when installed, samples all problems in one call. A template that pre-fills
-    ``<think>`` gets it put back at the start of each completion.
-
-    Example:
-    ```python
-    >>> import tempfile
-    >>> from reasonflux_rl.tools.bon import generate_candidates
-    >>> from reasonflux_rl.tiny import write_tiny_models
-    >>> policy = str(write_tiny_models(tempfile.mkdtemp()).policy)
-    >>> out = generate_candidates(policy, ["1+1?"], 3, backend="transformers", max_new_tokens=4)
-    >>> len(out), len(out[0]), out[0][0].startswith("<think>\\n")
-    (1, 3, True)
-
-    ```
-    """
-    if n < 1:
-        raise ConfigError(f"--n={n} must be >= 1")
-    options = {
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-        "device": device, "progress": progress,
-    }
-    generate = _generate_vllm if resolve_backend(backend) == "vllm" else _generate_transformers
-    return generate(policy, problems, n, options)
 
 
 # ----------------------------------------------------------------------------------------------- the command
@@ -539,7 +413,21 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
+@dataclass(frozen=True)
+class _Judged:
+    """The problems left to evaluate (their candidates cut to the largest N), the rows dropped on the way, each
+    candidate's outcome, the Ns evaluated and the file of generated candidates (``None`` when they were read)."""
+
+    problems: list[Problem]
+    bad: list[BadRow]
+    correct: list[list[float]]
+    ns: list[int]
+    candidates_path: Path | None
+
+
+def _check_options(args: argparse.Namespace) -> tuple[list[int], Path, Path | None, dict[str, Any]]:
+    # Every option is checked before any work: a typo fails in seconds, not after generating and judging.
+    ns = _parse_ns(args.ns)
     output = Path(args.output)
     if output.suffix != ".json":
         raise ConfigError(f"--output={args.output!r} must be a .json file")
@@ -548,7 +436,33 @@ def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
         from reasonflux_rl.tools.plots import require_matplotlib
 
         require_matplotlib()
-    return output, plot
+    settings = prm_settings(args)
+    if args.policy is not None:
+        resolve_backend(args.backend)
+    return ns, output, plot, settings
+
+
+def _read_problems(args: argparse.Namespace) -> InputRows[Problem]:
+    generating = args.policy is not None
+    fields = {"problem": args.problem_field, "answer": args.answer_field}
+    fields["candidates"] = None if generating else args.candidates_field
+    required = [f for f in fields.values() if f is not None]
+    return read_input(args, required, lambda index, row: problem_from_row(index, row, fields), "bon",
+                      when="before judging")
+
+
+def _parseable(rows: InputRows[Problem], reward: Any, args: argparse.Namespace) -> tuple[list[Problem], list[BadRow]]:
+    unparseable = [
+        rows.table.bad_row(p.row, f"math-verify cannot parse the reference answer {p.answer!r:.60}")
+        for p in unparseable_answers(rows.items, reward)
+    ]
+    handle_bad_rows(unparseable, args.on_bad_row, "before judging", "bon")
+    skipped = {b.row for b in unparseable}
+    problems = [p for p in rows.items if p.row not in skipped]
+    bad = sorted(rows.bad + unparseable, key=lambda b: b.row)
+    if not problems:
+        raise ConfigError(f"no problem left to evaluate ({describe_bad_rows(bad)})")
+    return problems, bad
 
 
 def _with_generated(problems: list[Problem], args: argparse.Namespace, output: Path) -> tuple[list[Problem], Path]:
@@ -579,6 +493,82 @@ def _with_generated(problems: list[Problem], args: argparse.Namespace, output: P
     return problems, write_rows(rows, path)
 
 
+def _judged(rows: InputRows[Problem], args: argparse.Namespace, ns: Sequence[int], output: Path) -> _Judged:
+    from reasonflux_rl.rewards.outcome import OutcomeReward
+
+    with OutcomeReward(
+        num_workers=args.workers, timeout_seconds=args.timeout_seconds, thinking_prefilled=args.thinking_prefilled
+    ) as reward:
+        problems, bad = _parseable(rows, reward, args)
+        candidates_path = None
+        if args.policy is not None:
+            problems, candidates_path = _with_generated(problems, args, output)
+        used = usable_ns([len(p.candidates) for p in problems], ns)
+        if not used:
+            fewest = min(len(p.candidates) for p in problems)
+            raise ConfigError(f"--ns={args.ns}: some problem has only {fewest} candidates")
+        # No method looks past the largest N evaluated: the candidates beyond it are neither judged nor scored.
+        problems = [replace(p, candidates=p.candidates[: used[-1]]) for p in problems]
+        correct = judge(problems, reward)
+    return _Judged(problems, bad, correct, used, candidates_path)
+
+
+def _prm_scores(problems: Sequence[Problem], args: argparse.Namespace, settings: Mapping[str, Any],
+                output: Path) -> tuple[list[list[float | None]], Scored]:
+    grouped = candidate_pairs(problems)
+    pairs = [pair for group in grouped for pair in group]
+    cache = Path(args.cache) if args.cache else output.with_suffix(".prm-cache.jsonl")
+    scored = score_stored(pairs, cache, settings, lambda: scorer_from_args(args), args, "bon", unit="candidates")
+    scores = [[record_reward(scored.records[p.row], args.aggregation, args.alpha) for p in group] for group in grouped]
+    return scores, scored
+
+
+def _result(rows: InputRows[Problem], judged: _Judged, table: list[dict[str, float]],
+            scores: list[list[float | None]], keys: list[list[str | None]], scored: Scored, ns: Sequence[int],
+            args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "table": table,
+        "ns": judged.ns,
+        "ns_skipped": [n for n in ns if n not in judged.ns],
+        "problems": len(judged.problems),
+        "rows": len(rows.table.rows),
+        "bad_rows": [asdict(b) for b in judged.bad],
+        "unscored_candidates": sum(s is None for row in scores for s in row),
+        "methods": {
+            "prm": f"argmax of the {args.aggregation} PRM score among the first n (ties: earliest; unscored: last)",
+            "majority": "largest group of equal final answers among the first n (ties: earliest group)",
+            "random": "expected accuracy of a uniform pick among the first n (exact mean, no sampling)",
+            "oracle": "any of the first n correct",
+        },
+        "input": args.input,
+        "policy": args.policy,
+        "candidates": None if judged.candidates_path is None else str(judged.candidates_path),
+        "prm": args.prm,
+        "aggregation": args.aggregation,
+        "alpha": args.alpha,
+        "cache": str(scored.store.path),
+        "per_problem": [
+            {"row": p.row, "correct": c, "prm_scores": s, "answers": k}
+            for p, c, s, k in zip(judged.problems, judged.correct, scores, keys)
+        ],
+    }
+
+
+def _report(result: Mapping[str, Any], output: Path, plot: Path | None, args: argparse.Namespace) -> None:
+    write_json(result, output)
+    if plot is not None:
+        from reasonflux_rl.tools.plots import bon_accuracy
+
+        title = f"Best-of-N on {result['problems']} problems ({Path(args.prm).name}, {args.aggregation})"
+        bon_accuracy(result["table"], plot, title=title)
+    unscored = result["unscored_candidates"]
+    if unscored:
+        print(f"reasonflux-rl bon: the PRM gave {unscored} candidates no finite score; they rank last", file=sys.stderr)
+    for row in result["table"]:
+        print(f"n={row['n']:<2} " + "  ".join(f"{m} {row[m]:.3f}" for m in METHODS))
+    print(f"table: {output}" + (f"\nfigure: {plot}" if plot else ""))
+
+
 def main(argv: Sequence[str]) -> None:
     """Run ``reasonflux-rl bon`` (see ``--help`` and the module docstring).
 
@@ -601,90 +591,10 @@ def main(argv: Sequence[str]) -> None:
     ```
     """
     args = make_parser().parse_args(list(argv))
-    ns = _parse_ns(args.ns)
-    output, plot = _check_paths(args)
-    settings = prm_settings(args)
-    generating = args.policy is not None
-    if generating:
-        resolve_backend(args.backend)
-    fields = {"problem": args.problem_field, "answer": args.answer_field}
-    fields["candidates"] = None if generating else args.candidates_field
-
-    table = load_rows(args.input, args.config, args.split)
-    check_columns(table.rows, [f for f in fields.values() if f is not None])
-    problems, bad = table.split(lambda index, row: problem_from_row(index, row, fields))
-    handle_bad_rows(bad, args.on_bad_row, "before judging", "bon")
-
-    from reasonflux_rl.rewards.outcome import OutcomeReward
-
-    with OutcomeReward(
-        num_workers=args.workers, timeout_seconds=args.timeout_seconds, thinking_prefilled=args.thinking_prefilled
-    ) as reward:
-        unparseable = [
-            table.bad_row(p.row, f"math-verify cannot parse the reference answer {p.answer!r:.60}")
-            for p in unparseable_answers(problems, reward)
-        ]
-        handle_bad_rows(unparseable, args.on_bad_row, "before judging", "bon")
-        skipped = {b.row for b in unparseable}
-        problems = [p for p in problems if p.row not in skipped]
-        bad = sorted(bad + unparseable, key=lambda b: b.row)
-        if not problems:
-            raise ConfigError(f"no problem left to evaluate ({describe_bad_rows(bad)})")
-        candidates_path = None
-        if generating:
-            problems, candidates_path = _with_generated(problems, args, output)
-        used = usable_ns([len(p.candidates) for p in problems], ns)
-        if not used:
-            fewest = min(len(p.candidates) for p in problems)
-            raise ConfigError(f"--ns={args.ns}: some problem has only {fewest} candidates")
-        # No method looks past the largest N evaluated: the candidates beyond it are neither judged nor scored.
-        problems = [replace(p, candidates=p.candidates[: used[-1]]) for p in problems]
-        correct = judge(problems, reward)
-
-    grouped = candidate_pairs(problems)
-    pairs = [pair for group in grouped for pair in group]
-    store = ScoreStore(Path(args.cache) if args.cache else output.with_suffix(".prm-cache.jsonl"), settings,
-                       fingerprint(pairs))
-    records = score_pairs(pairs, lambda: scorer_from_args(args), store, chunk_size=args.chunk_size,
-                          progress=not args.no_progress)
-    scores = [[record_reward(records[p.row], args.aggregation, args.alpha) for p in group] for group in grouped]
-    unscored = sum(s is None for row in scores for s in row)
-    keys = [[answer_key(c, args.thinking_prefilled) for c in p.candidates] for p in problems]
-    table_rows = best_of_n(correct, scores, keys, used)
-    result = {
-        "table": table_rows,
-        "ns": used,
-        "ns_skipped": [n for n in ns if n not in used],
-        "problems": len(problems),
-        "rows": len(table.rows),
-        "bad_rows": [asdict(b) for b in bad],
-        "unscored_candidates": unscored,
-        "methods": {
-            "prm": f"argmax of the {args.aggregation} PRM score among the first n (ties: earliest; unscored: last)",
-            "majority": "largest group of equal final answers among the first n (ties: earliest group)",
-            "random": "expected accuracy of a uniform pick among the first n (exact mean, no sampling)",
-            "oracle": "any of the first n correct",
-        },
-        "input": args.input,
-        "policy": args.policy,
-        "candidates": None if candidates_path is None else str(candidates_path),
-        "prm": args.prm,
-        "aggregation": args.aggregation,
-        "alpha": args.alpha,
-        "cache": str(store.path),
-        "per_problem": [
-            {"row": p.row, "correct": c, "prm_scores": s, "answers": k}
-            for p, c, s, k in zip(problems, correct, scores, keys)
-        ],
-    }
-    write_json(result, output)
-    if plot is not None:
-        from reasonflux_rl.tools.plots import bon_accuracy
-
-        title = f"Best-of-N on {len(problems)} problems ({Path(args.prm).name}, {args.aggregation})"
-        bon_accuracy(table_rows, plot, title=title)
-    if unscored:
-        print(f"reasonflux-rl bon: the PRM gave {unscored} candidates no finite score; they rank last", file=sys.stderr)
-    for row in table_rows:
-        print(f"n={row['n']:<2} " + "  ".join(f"{m} {row[m]:.3f}" for m in METHODS))
-    print(f"table: {output}" + (f"\nfigure: {plot}" if plot else ""))
+    ns, output, plot, settings = _check_options(args)
+    rows = _read_problems(args)
+    judged = _judged(rows, args, ns, output)
+    scores, scored = _prm_scores(judged.problems, args, settings, output)
+    keys = [[answer_key(c, args.thinking_prefilled) for c in p.candidates] for p in judged.problems]
+    table = best_of_n(judged.correct, scores, keys, judged.ns)
+    _report(_result(rows, judged, table, scores, keys, scored, ns, args), output, plot, args)

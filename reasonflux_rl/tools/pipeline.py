@@ -1,5 +1,7 @@
-"""Score (problem, completion) pairs with a PRM, a chunk at a time, with a progress bar, into a [`ScoreStore`]:
-the loop of ``score``, ``select`` and ``bon``.
+"""The opening of ``score``, ``select`` and ``bon``, written once: [`read_input`] loads the input rows, refuses an
+empty input and a field no row has, parses each row and applies ``--on-bad-row``; [`score_stored`] scores the pairs
+with the PRM into a resumable [`ScoreStore`] (the loop is [`score_pairs`]: a chunk at a time, with a progress bar)
+and, when it stops early, leaves nothing behind or says what it left.
 
 A pair's record holds what the PRM said (``step_scores``, ``trajectory_score``, the step and token counts), not an
 aggregated score: that is [`record_reward`] of it with the aggregation and ``alpha`` of the run, so a cache stays
@@ -9,37 +11,23 @@ an ``error`` in its record and no reward: it is a bad row, never ranked first or
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm.engine.results import Scorer
 from reasonflux_rl.rewards.formula import trajectory_reward
-from reasonflux_rl.tools.rows import BadRow, Pair
+from reasonflux_rl.tools.rows import BadRow, Pair, Table, check_columns, handle_bad_rows, load_rows
 from reasonflux_rl.tools.store import ScoreStore
 
-
-class Scorer(Protocol):
-    """What the commands need from a PRM: every kind ``reasonflux_rl.prm.load_scorer`` loads.
-
-    ``score`` returns one result per pair, in input order, with the attributes of
-    ``reasonflux_rl.prm.engine.results.StepScores``.
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.prm.engine.results import StepScores
-    >>> class Constant:  # a stand-in PRM, as the tests use
-    ...     def score(self, problems, completions):
-    ...         return [StepScores([0.5], num_steps=1) for _ in completions]
-    >>> Constant().score(["1+1?"], ["2"])[0].step_scores
-    [0.5]
-
-    ```
-    """
-
-    def score(self, problems: Sequence[str], completions: Sequence[str]) -> list[Any]: ...
+Item = TypeVar("Item")
 
 
 def _finite(value: float | None) -> float | None:
@@ -178,3 +166,133 @@ def score_pairs(
             done.update((record["index"], record) for record in records)
             bar.update(len(chunk))
     return {item.row: done[item.row] for item in items}
+
+
+@dataclass(frozen=True)
+class InputRows(Generic[Item]):
+    """A command's input as [`read_input`] gives it: the rows as read, the items parsed from the good ones, and
+    every bad row (unreadable, or refused by the parser), in row order."""
+
+    table: Table
+    items: list[Item]
+    bad: list[BadRow]
+
+
+def read_input(
+    args: argparse.Namespace,
+    required: Sequence[str],
+    parse: Callable[[int, Mapping], Item | str],
+    command: str,
+    *,
+    added: Sequence[str] = (),
+    when: str = "before scoring",
+    writes_skipped: bool = False,
+) -> InputRows[Item]:
+    """Read ``--input`` (with ``--config`` and ``--split``); refuse an input without rows, a ``required`` field
+    that no row has and an input column that the output would overwrite (``added``); parse every row with
+    ``parse(index, row)`` (an item, or why the row gives none) and apply ``--on-bad-row`` to the bad rows
+    ([`reasonflux_rl.tools.rows.handle_bad_rows`], which ``when`` and ``writes_skipped`` go to).
+
+    All of it runs before any model loads: a bad row 50,000 fails in seconds, not after hours of scoring.
+
+    Example:
+    ```python
+    >>> import argparse, tempfile
+    >>> from pathlib import Path
+    >>> from reasonflux_rl.tools.pipeline import read_input
+    >>> from reasonflux_rl.tools.rows import Fields, row_pair
+    >>> path = Path(tempfile.mkdtemp()) / "in.jsonl"
+    >>> _ = path.write_text('{"problem": "1+1?", "completion": "2"}\\n{"problem": "2+2?"}\\n')
+    >>> args = argparse.Namespace(input=str(path), config=None, split="train", on_bad_row="skip")
+    >>> parse = lambda index, row: row_pair(index, row, Fields())
+    >>> rows = read_input(args, ["problem"], parse, "score")  # reports the bad row on stderr
+    >>> rows.items, [str(b) for b in rows.bad]
+    ([Pair(row=0, problem='1+1?', completion='2', source=None)], ["row 1 (line 2): missing 'completion'"])
+    >>> _ = path.write_text("\\n")
+    >>> read_input(args, ["problem"], parse, "score")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    reasonflux_rl.errors.ConfigError: --input '...in.jsonl' is empty: it has no rows
+
+    ```
+    """
+    table = load_rows(args.input, args.config, args.split)
+    if not table.rows:
+        # Said here: check_columns would call every field missing, and send the user looking for a typo.
+        where = "" if Path(args.input).is_file() else f" in split {args.split!r}"
+        raise ConfigError(f"--input {args.input!r} is empty: it has no rows{where}")
+    check_columns(table.rows, required, added)
+    items, bad = table.split(parse)
+    handle_bad_rows(bad, args.on_bad_row, when, command, writes_skipped=writes_skipped)
+    return InputRows(table, items, bad)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What [`score_stored`] gives: the store that holds the records, and every item's record by row."""
+
+    store: ScoreStore
+    records: dict[int, dict[str, Any]]
+
+
+def score_stored(
+    items: Sequence[Pair | BadRow],
+    path: str | Path,
+    settings: Mapping[str, Any],
+    load: Callable[[], Scorer],
+    args: argparse.Namespace,
+    command: str,
+    *,
+    to_record: Callable[[Pair, Any], dict[str, Any]] | None = None,
+    unit: str = "rows",
+) -> Scored:
+    """[`score_pairs`] into the [`ScoreStore`] at ``path`` made from ``settings`` and the items' [`fingerprint`],
+    ``--chunk-size`` items per scorer call, with a progress bar unless ``--no-progress``.
+
+    When scoring stops early (an error, a kill), a store that this run started and stored nothing in is deleted; a
+    store that holds records stays, and stderr says how many of the items (``unit``) it holds and that running the
+    same command again resumes after them.
+
+    Example:
+    ```python
+    >>> import argparse, tempfile
+    >>> from pathlib import Path
+    >>> from reasonflux_rl.prm.engine.results import StepScores
+    >>> from reasonflux_rl.tools.pipeline import score_stored
+    >>> from reasonflux_rl.tools.rows import Pair
+    >>> class Constant:  # a stand-in PRM, as the tests use
+    ...     kind = "constant"
+    ...     def score(self, problems, completions):
+    ...         return [StepScores([0.5], num_steps=1) for _ in completions]
+    >>> def unloadable():
+    ...     raise RuntimeError("no PRM here")
+    >>> args = argparse.Namespace(chunk_size=256, no_progress=True)
+    >>> path = Path(tempfile.mkdtemp()) / "scores.jsonl"
+    >>> score_stored([Pair(0, "1+1?", "2")], path, {}, unloadable, args, "score")
+    Traceback (most recent call last):
+    ...
+    RuntimeError: no PRM here
+    >>> path.exists()
+    False
+    >>> scored = score_stored([Pair(0, "1+1?", "2")], path, {}, Constant, args, "score")
+    >>> scored.records[0]["step_scores"], scored.store.stored, path.exists()
+    ([0.5], 1, True)
+
+    ```
+    """
+    store = ScoreStore(path, settings, fingerprint(items))
+    try:
+        records = score_pairs(items, load, store, chunk_size=args.chunk_size, progress=not args.no_progress,
+                              to_record=to_record)
+    except BaseException:
+        _leave_store(store, len(items), command, unit)
+        raise
+    return Scored(store, records)
+
+
+def _leave_store(store: ScoreStore, total: int, command: str, unit: str) -> None:
+    # A store that refused this run (other settings or input) was never loaded: it is not this run's to touch.
+    if store.loaded is None or store.discard_if_empty():
+        return
+    print(f"reasonflux-rl {command}: {store.stored} of {total} {unit} are stored in {store.path}; run the same "
+          "command again to resume after them", file=sys.stderr)

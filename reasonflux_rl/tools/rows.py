@@ -356,9 +356,12 @@ def describe_bad_rows(bad: Sequence[BadRow], limit: int = _SHOWN_BAD_ROWS) -> st
     return f"{len(bad)} bad row{'s' if len(bad) != 1 else ''}: {shown}{more}"
 
 
-def handle_bad_rows(bad: Sequence[BadRow], policy: str, when: str, command: str) -> None:
+def handle_bad_rows(
+    bad: Sequence[BadRow], policy: str, when: str, command: str, *, writes_skipped: bool = False
+) -> None:
     """Apply ``--on-bad-row``: ``error`` raises [`ConfigError`] listing the bad rows, ``skip`` reports them on
-    stderr (the command lists them all in its output).
+    stderr (the command lists them all in its output). ``writes_skipped`` says the command writes each skipped row
+    to its output as ``{"index", "error"}`` (``score``), and both messages say so.
 
     Example:
     ```python
@@ -368,14 +371,25 @@ def handle_bad_rows(bad: Sequence[BadRow], policy: str, when: str, command: str)
     Traceback (most recent call last):
     ...
     reasonflux_rl.errors.ConfigError: 1 bad row: row 2: missing 'problem' (before scoring; pass --on-bad-row skip ...)
+    >>> handle_bad_rows([BadRow(2, "missing 'problem'")], "error", "before scoring", "score", writes_skipped=True)
+    Traceback (most recent call last):
+    ...
+    reasonflux_rl.errors.ConfigError: 1 bad row: row 2: missing 'problem' (before scoring, so nothing was written; ...)
 
     ```
     """
     if not bad:
         return
     if policy == "error":
-        raise ConfigError(f"{describe_bad_rows(bad)} ({when}; pass --on-bad-row skip to skip and report them)")
-    print(f"reasonflux-rl {command}: skipping {describe_bad_rows(bad)} ({when})", file=sys.stderr)
+        if writes_skipped:
+            # Nothing is written yet: the rows a skipping run would write are only described.
+            advice = (f"{when}, so nothing was written; pass --on-bad-row skip to score the other rows and write "
+                      'each bad one as {"index", "error"}')
+        else:
+            advice = f"{when}; pass --on-bad-row skip to skip and report them"
+        raise ConfigError(f"{describe_bad_rows(bad)} ({advice})")
+    note = '; each is written as {"index", "error"}' if writes_skipped else ""
+    print(f"reasonflux-rl {command}: skipping {describe_bad_rows(bad)} ({when}{note})", file=sys.stderr)
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,25 +24,25 @@ import argparse
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
 from reasonflux_rl.tools.outputs import ROW_SUFFIXES, output_format, write_json, write_rows
-from reasonflux_rl.tools.overlap import DEFAULT_BINS, source_overlap
-from reasonflux_rl.tools.pipeline import fingerprint, record_reward, score_pairs
+from reasonflux_rl.tools.overlap import DEFAULT_BINS, Overlap, source_overlap
+from reasonflux_rl.tools.pipeline import InputRows, Scored, read_input, record_reward, score_stored
 from reasonflux_rl.tools.rows import (
+    BadRow,
+    Fields,
+    Pair,
     add_field_arguments,
     add_input_arguments,
-    check_columns,
     fields_from_args,
     handle_bad_rows,
-    load_rows,
     row_pair,
 )
-from reasonflux_rl.tools.store import ScoreStore
 
 # Columns added to every selected row. An input that already has one is refused rather than overwritten.
 SCORE_COLUMNS = ("row_index", "prm_score", "prm_step_scores", "prm_num_steps", "prm_dropped_steps")
@@ -134,8 +134,6 @@ def select_top(scores: Mapping[int, float], k: int, sources: Mapping[int, str] |
     return rank({row: scores[row] for row in chosen})
 
 
-
-
 def _output_features(rows: Sequence[Mapping | None]) -> Any:
     features = getattr(rows, "features", None)
     if features is None:
@@ -223,6 +221,140 @@ def _source_stats(scores: Mapping[int, float], sources: Mapping[int, str], selec
     return stats
 
 
+@dataclass(frozen=True)
+class _Ranking:
+    """The rows with a score, every row without one (a bad row, or one the PRM gave no finite score), each row's
+    source (with ``--source-field``) and the rows selected, best first."""
+
+    scores: dict[int, float]
+    bad: list[BadRow]
+    sources: dict[int, str] | None
+    selected: list[int]
+
+    @property
+    def threshold(self) -> float | None:
+        return self.scores[self.selected[-1]] if self.selected else None
+
+
+def _check_options(args: argparse.Namespace) -> tuple[Fields, dict[str, Any]]:
+    # Every option is checked before any work: a typo fails in seconds, not after hours of scoring.
+    fields = fields_from_args(args)
+    if args.balance_sources and fields.source is None:
+        raise ConfigError("--balance-sources needs --source-field")
+    if args.bins < 1:
+        raise ConfigError(f"--bins={args.bins} must be >= 1")
+    output_format(args.output)
+    selection_size(1, args.top_k, args.top_fraction)
+    settings = prm_settings(args)
+    if not args.no_plot:
+        from reasonflux_rl.tools.plots import require_matplotlib
+
+        require_matplotlib()
+    return fields, settings
+
+
+def _rank(rows: InputRows[Pair], scored: Scored, args: argparse.Namespace, fields: Fields) -> _Ranking:
+    records = scored.records
+    scores = {row: record_reward(record, args.aggregation, args.alpha) for row, record in records.items()}
+    unscored = [rows.table.bad_row(row, records[row]["error"]) for row, score in scores.items() if score is None]
+    handle_bad_rows(unscored, args.on_bad_row, f"after scoring; the scores are cached in {scored.store.path}", "select")
+    bad = sorted(rows.bad + unscored, key=lambda b: b.row)
+    kept: dict[int, float] = {row: score for row, score in scores.items() if score is not None}
+    if len(kept) + len(bad) != len(rows.table.rows):  # every input row is accounted for, once
+        raise RuntimeError(f"{len(rows.table.rows)} rows in, {len(kept)} scored + {len(bad)} bad")
+    sources = {p.row: p.source for p in rows.items if p.row in kept} if fields.source is not None else None
+    k = selection_size(len(kept), args.top_k, args.top_fraction)
+    selected = select_top(kept, k, sources if args.balance_sources else None)
+    return _Ranking(kept, bad, sources, selected)
+
+
+def _write_selection(rows: InputRows[Pair], scored: Scored, ranking: _Ranking, output: Path) -> None:
+    records = scored.records
+    out_rows = [
+        {
+            **rows.table.rows[row],  # type: ignore[dict-item]
+            "row_index": row,
+            "prm_score": ranking.scores[row],
+            "prm_step_scores": records[row]["step_scores"],
+            "prm_num_steps": records[row]["num_steps"],
+            "prm_dropped_steps": records[row]["dropped_steps"],
+        }
+        for row in ranking.selected
+    ]
+    try:
+        write_rows(out_rows, output, _output_features(rows.table.rows))
+    except ConfigError as err:
+        raise ConfigError(f"{err} (the scores are cached in {scored.store.path}: a rerun does not rescore)") from err
+
+
+def _figure(ranking: _Ranking, groups: Mapping[str, list[float]], overlap: Overlap, per_source: Mapping[str, dict],
+            args: argparse.Namespace) -> Path | None:
+    if args.no_plot:
+        return None
+    from reasonflux_rl.tools.plots import score_distributions
+
+    return score_distributions(
+        groups,
+        Path(args.plot) if args.plot else sibling(args.output, ".scores.png"),
+        threshold=None if args.balance_sources else ranking.threshold,
+        source_thresholds={s: v["threshold"] for s, v in per_source.items()} if args.balance_sources else None,
+        overlap=overlap.value,
+        bins=args.bins,
+        bounds=overlap.bounds,
+        title=f"PRM scores ({args.aggregation}) of {len(ranking.scores)} rows, {len(ranking.selected)} selected",
+    )
+
+
+def _summary(rows: InputRows[Pair], scored: Scored, ranking: _Ranking, overlap: Overlap,
+             per_source: Mapping[str, dict], figure: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "input": args.input,
+        "prm": args.prm,
+        "aggregation": args.aggregation,
+        "alpha": args.alpha,
+        "fields": asdict(fields_from_args(args)),
+        "rows": len(rows.table.rows),
+        "scored": len(ranking.scores),
+        "bad_rows": [asdict(b) for b in ranking.bad],
+        "on_bad_row": args.on_bad_row,
+        "selection": {
+            "top_k": args.top_k,
+            "top_fraction": args.top_fraction,
+            "balance_sources": args.balance_sources,
+            "selected": len(ranking.selected),
+            "threshold": ranking.threshold,
+        },
+        "sources": per_source,
+        "overlap": {
+            "value": overlap.value,
+            "pairs": overlap.pairs,
+            "definition": "mean over pairs of sources of sum_b min(p_b, q_b), p and q the fractions of each source's "
+            f"scores in {overlap.bins} equal-width bins over {list(overlap.bounds)}",
+            "bins": overlap.bins,
+            "bounds": list(overlap.bounds),
+        },
+        "output": str(Path(args.output)),
+        "cache": str(scored.store.path),
+        "figure": None if figure is None else str(figure),
+        "fingerprint": scored.store.fingerprint,
+    }
+
+
+def _report(rows: InputRows[Pair], scored: Scored, ranking: _Ranking, args: argparse.Namespace) -> None:
+    scores, sources = ranking.scores, ranking.sources
+    groups: dict[str, list[float]] = {}
+    for row in sorted(scores):
+        groups.setdefault(sources[row] if sources else "all", []).append(scores[row])
+    overlap = source_overlap(groups, args.bins)
+    per_source = _source_stats(scores, sources, ranking.selected) if sources else {}
+    figure = _figure(ranking, groups, overlap, per_source, args)
+    summary = _summary(rows, scored, ranking, overlap, per_source, figure, args)
+    summary_path = write_json(summary, Path(args.summary) if args.summary else sibling(args.output, ".summary.json"))
+    threshold = "none" if ranking.threshold is None else f"{ranking.threshold:.4f}"
+    print(f"selected {len(ranking.selected)} of {len(scores)} scored rows ({len(ranking.bad)} bad), threshold "
+          f"{threshold}")
+    print(f"output:  {Path(args.output)}\nsummary: {summary_path}" + (f"\nfigure:  {figure}" if figure else ""))
+
 
 def main(argv: Sequence[str]) -> None:
     """Run ``reasonflux-rl select`` (see ``--help`` and the module docstring).
@@ -247,110 +379,13 @@ def main(argv: Sequence[str]) -> None:
     ```
     """
     args = make_parser().parse_args(list(argv))
-    fields = fields_from_args(args)
-    if args.balance_sources and fields.source is None:
-        raise ConfigError("--balance-sources needs --source-field")
-    if args.bins < 1:
-        raise ConfigError(f"--bins={args.bins} must be >= 1")
-    output = Path(args.output)
-    output_format(output)
-    selection_size(1, args.top_k, args.top_fraction)  # checks the value before any work
-    settings = prm_settings(args)
-    if not args.no_plot:
-        from reasonflux_rl.tools.plots import require_matplotlib
-
-        require_matplotlib()  # before the scoring, not after hours of it
-
-    table = load_rows(args.input, args.config, args.split)
-    check_columns(table.rows, fields.required(), SCORE_COLUMNS)
-    pairs, bad = table.split(lambda index, row: row_pair(index, row, fields))
-    handle_bad_rows(bad, args.on_bad_row, "before scoring", "select")
-
+    fields, settings = _check_options(args)
+    rows = read_input(args, fields.required(), lambda index, row: row_pair(index, row, fields), "select",
+                      added=SCORE_COLUMNS)
     # The cache holds step scores: the aggregation, alpha and the selection apply after it, so changing them
     # re-selects without rescoring.
-    store = ScoreStore(Path(args.cache) if args.cache else sibling(output, ".prm-cache.jsonl"), settings,
-                       fingerprint(pairs))
-    records = score_pairs(pairs, lambda: scorer_from_args(args), store, chunk_size=args.chunk_size,
-                          progress=not args.no_progress)
-    scores = {row: record_reward(record, args.aggregation, args.alpha) for row, record in records.items()}
-    unscored = [table.bad_row(row, records[row]["error"]) for row, score in scores.items() if score is None]
-    handle_bad_rows(unscored, args.on_bad_row, f"after scoring; the scores are cached in {store.path}", "select")
-    bad = sorted(bad + unscored, key=lambda b: b.row)
-    scores = {row: score for row, score in scores.items() if score is not None}
-    if len(scores) + len(bad) != len(table.rows):  # every input row is accounted for, once
-        raise RuntimeError(f"{len(table.rows)} rows in, {len(scores)} scored + {len(bad)} bad")
-
-    sources = {p.row: p.source for p in pairs if p.row in scores} if fields.source is not None else None
-    k = selection_size(len(scores), args.top_k, args.top_fraction)
-    selected = select_top(scores, k, sources if args.balance_sources else None)
-    out_rows = [
-        {
-            **table.rows[row],  # type: ignore[dict-item]
-            "row_index": row,
-            "prm_score": scores[row],
-            "prm_step_scores": records[row]["step_scores"],
-            "prm_num_steps": records[row]["num_steps"],
-            "prm_dropped_steps": records[row]["dropped_steps"],
-        }
-        for row in selected
-    ]
-    try:
-        write_rows(out_rows, output, _output_features(table.rows))
-    except ConfigError as err:
-        raise ConfigError(f"{err} (the scores are cached in {store.path}: a rerun does not rescore)") from err
-
-    groups: dict[str, list[float]] = {}
-    for row in sorted(scores):
-        groups.setdefault(sources[row] if sources else "all", []).append(scores[row])
-    overlap = source_overlap(groups, args.bins)
-    threshold = scores[selected[-1]] if selected else None
-    per_source = _source_stats(scores, sources, selected) if sources else {}
-    figure = None
-    if not args.no_plot:
-        from reasonflux_rl.tools.plots import score_distributions
-
-        figure = score_distributions(
-            groups,
-            Path(args.plot) if args.plot else sibling(output, ".scores.png"),
-            threshold=None if args.balance_sources else threshold,
-            source_thresholds={s: v["threshold"] for s, v in per_source.items()} if args.balance_sources else None,
-            overlap=overlap.value,
-            bins=args.bins,
-            bounds=overlap.bounds,
-            title=f"PRM scores ({args.aggregation}) of {len(scores)} rows, {len(selected)} selected",
-        )
-    summary = {
-        "input": args.input,
-        "prm": args.prm,
-        "aggregation": args.aggregation,
-        "alpha": args.alpha,
-        "fields": asdict(fields),
-        "rows": len(table.rows),
-        "scored": len(scores),
-        "bad_rows": [asdict(b) for b in bad],
-        "on_bad_row": args.on_bad_row,
-        "selection": {
-            "top_k": args.top_k,
-            "top_fraction": args.top_fraction,
-            "balance_sources": args.balance_sources,
-            "selected": len(selected),
-            "threshold": threshold,
-        },
-        "sources": per_source,
-        "overlap": {
-            "value": overlap.value,
-            "pairs": overlap.pairs,
-            "definition": "mean over pairs of sources of sum_b min(p_b, q_b), p and q the fractions of each source's "
-            f"scores in {overlap.bins} equal-width bins over {list(overlap.bounds)}",
-            "bins": overlap.bins,
-            "bounds": list(overlap.bounds),
-        },
-        "output": str(output),
-        "cache": str(store.path),
-        "figure": None if figure is None else str(figure),
-        "fingerprint": store.fingerprint,
-    }
-    summary_path = write_json(summary, Path(args.summary) if args.summary else sibling(output, ".summary.json"))
-    shown = "none" if threshold is None else f"{threshold:.4f}"
-    print(f"selected {len(selected)} of {len(scores)} scored rows ({len(bad)} bad), threshold {shown}")
-    print(f"output:  {output}\nsummary: {summary_path}" + (f"\nfigure:  {figure}" if figure else ""))
+    cache = Path(args.cache) if args.cache else sibling(args.output, ".prm-cache.jsonl")
+    scored = score_stored(rows.items, cache, settings, lambda: scorer_from_args(args), args, "select")
+    ranking = _rank(rows, scored, args, fields)
+    _write_selection(rows, scored, ranking, Path(args.output))
+    _report(rows, scored, ranking, args)

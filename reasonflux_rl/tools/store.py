@@ -4,7 +4,8 @@ Records are JSON objects with an integer ``"index"``, one per line, appended a c
 (``fsync``) before the next chunk is scored. Beside them, ``<path>.meta.json`` holds the settings that change the
 records and a fingerprint of the input they were made from; a run with other settings or another input is refused,
 naming what differs. A crash can only tear the last line: it is cut off on load (and that row scored again), never
-glued to the next append.
+glued to the next append. A run that stops before storing a record removes the files it started
+([`ScoreStore.discard_if_empty`]): nothing is left behind when nothing was scored.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class ScoreStore:
     >>> store.load()
     {}
     >>> store.append([{"index": 4, "step_scores": [0.5]}])
+    >>> store.stored
+    1
     >>> with open(path, "a") as f:
     ...     _ = f.write('{"index": 5, "step_sc')  # a crash mid-line
     >>> ScoreStore(path, {"prm": "p"}, "abc").load()
@@ -51,15 +54,28 @@ class ScoreStore:
         self.meta_path = Path(f"{path}.meta.json")
         self.settings = json.loads(json.dumps(settings))  # as they read back: tuples become lists
         self.fingerprint = fingerprint
+        # None until load() accepts the store: only then are its files this run's to count, or to discard.
+        self.loaded: int | None = None
+        self.appended = 0
+        self._made: list[Path] = []
+
+    @property
+    def stored(self) -> int:
+        """How many records the store holds: those [`ScoreStore.load`] found plus those appended since
+        (0 before a load)."""
+        return (self.loaded or 0) + self.appended
 
     def load(self) -> dict[int, dict]:
         """The records already stored, by index. With none, (re)starts the store under this run's settings."""
         data = self.path.read_bytes() if self.path.exists() else b""
         complete = data[: data.rfind(b"\n") + 1]
         if not complete.strip():
+            # The folders write_json is about to make, innermost first: a discarded store takes them along.
+            self._made = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
             write_json({"version": STORE_VERSION, "settings": self.settings, "fingerprint": self.fingerprint},
                        self.meta_path)
             self.path.write_bytes(b"")
+            self.loaded = 0
             return {}
         self._check_meta()
         if len(complete) < len(data):
@@ -79,6 +95,7 @@ class ScoreStore:
             if index in records:
                 raise ConfigError(f"{self.path} holds row index {index} twice (line {number}); delete it to rescore")
             records[index] = record
+        self.loaded = len(records)
         return records
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:
@@ -88,6 +105,37 @@ class ScoreStore:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        self.appended += len(records)
+
+    def discard_if_empty(self) -> bool:
+        """Delete the store and its settings file (and the folders made for them, when still empty) when this run
+        started them and stored no record in them: a run that stops before its first record leaves nothing behind.
+        ``True`` when it deleted them.
+
+        Example:
+        ```python
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from reasonflux_rl.tools.store import ScoreStore
+        >>> work = Path(tempfile.mkdtemp())
+        >>> store = ScoreStore(work / "new" / "scores.jsonl", {"prm": "p"}, "abc")
+        >>> store.discard_if_empty(), store.load(), store.path.exists()  # not loaded yet: not this run's to delete
+        (False, {}, True)
+        >>> store.discard_if_empty(), store.path.exists(), store.meta_path.exists(), list(work.iterdir())
+        (True, False, False, [])
+
+        ```
+        """
+        if self.loaded != 0 or self.appended:
+            return False
+        self.path.unlink(missing_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile: it stays, and so do the folders above it
+                break
+        return True
 
     def _check_meta(self) -> None:
         if not self.meta_path.exists():

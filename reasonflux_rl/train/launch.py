@@ -3,6 +3,10 @@
 Run ``reasonflux-rl train --config recipes/smoke/cpu.yaml [--key value ...]`` or
 ``python -m reasonflux_rl.train --config ...``. The YAML holds keys of TRL's ``GRPOConfig`` and ``ModelConfig``,
 ``ScriptArguments``-style dataset keys and our [`RewardArguments`]; command-line flags override it.
+
+[`main`] reads as its steps: [`parse_launch`] (the recipe, parsed as the launch it describes) -> [`check_launch`]
+(``preflight.py``: everything that can fail before weights load) -> with ``--dry-run`` the report, else [`train`]
+(data -> reward -> ``trl.GRPOTrainer`` -> train and save).
 """
 
 from __future__ import annotations
@@ -17,33 +21,71 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser
+from trl import GRPOConfig, ModelConfig, TrlParser
 
-from reasonflux_rl.data import load_table
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT
 from reasonflux_rl.rewards.config import RewardArguments
+from reasonflux_rl.train.dataset import TrainScriptArguments, load_train_dataset, split_holdout
 from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, preflight, read_accelerate_config
+from reasonflux_rl.train.reference import USAGE, train_help
 from reasonflux_rl.trajectory import THINK_OPEN
 
+__all__ = ["Launch", "TrainScriptArguments", "check_launch", "load_train_dataset", "main", "make_parser",
+           "parse_launch", "split_holdout", "thinking_prefilled_by", "train"]
 
-@dataclass
-class TrainScriptArguments(ScriptArguments):
-    """Dataset keys of ``reasonflux-rl train``, on top of TRL's ``ScriptArguments``.
+# transformers 5 renamed ``gradient_checkpointing*`` to ``activation_checkpointing*`` and warns whenever only the old
+# name is set, which TRL's GRPOConfig (1.16) does by default (True) and the R1 recipes do (true).
+_CHECKPOINTING_ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
+                          ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
 
-    ``dataset_name`` is a hub name, a directory written by ``save_to_disk``, a local ``.jsonl``/``.json``/``.parquet``
-    file, or ``builtin:smoke_math`` (the problems shipped with the package). Rows need the problem column; a ``prompt``
-    column is built from it (a user turn with ``instruction`` appended) unless the dataset already has one.
+
+class _GRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` with ``gradient_checkpointing*`` read as the ``activation_checkpointing*`` they alias,
+    before transformers can warn about the old names: the same settings, without a FutureWarning on every run.
+
+    Example:
+    ```python
+    >>> import warnings
+    >>> from reasonflux_rl.train.launch import _GRPOConfig
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")  # a FutureWarning would raise here
+    ...     args = _GRPOConfig(output_dir="out", use_cpu=True, report_to="none", gradient_checkpointing=False)
+    >>> args.activation_checkpointing, args.gradient_checkpointing
+    (False, False)
+    >>> import pickle
+    >>> type(pickle.loads(pickle.dumps(args))).__module__  # saved as TRL's class
+    'trl.trainer.grpo_config'
+
+    ```
     """
 
-    dataset_name: str | None = field(default="builtin:smoke_math", metadata={"help": "Dataset to train on."})
-    eval_holdout_size: int = field(
-        default=0,
-        metadata={"help": "Rows held out of the training split (seeded) for evaluation during training; 0 for none."},
-    )
-    instruction: str = field(
-        default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "Appended to each problem when building the prompt."}
-    )
+    def __post_init__(self) -> None:
+        for old, new in _CHECKPOINTING_ALIASES:
+            if getattr(self, new, True) is None and getattr(self, old, None) is not None:
+                setattr(self, new, getattr(self, old))
+        super().__post_init__()
+
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        # Pickled (the trainer's training_args.bin) and copied as TRL's own GRPOConfig, so that loading a run's
+        # arguments needs TRL alone; the state is the same.
+        return object.__new__, (GRPOConfig,), self.__dict__.copy()
+
+
+class _TrainParser(TrlParser):
+    """``TrlParser`` that refuses a ``trl grpo`` recipe with what to run instead, before its ``env:`` section is
+    applied to this process."""
+
+    def parse_args_and_config(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> tuple:
+        args = list(sys.argv[1:] if args is None else args)
+        recipe = _recipe(args)
+        if "reward_funcs" in recipe:
+            path = args[args.index("--config") + 1]
+            raise ConfigError(
+                f"{path} is a `trl grpo` recipe: it names reward_funcs, and its reward keys are REASONFLUX_* variables "
+                f"of its env: section. Run it with `trl grpo --config {path}`; `reasonflux-rl train` takes the reward "
+                "keys themselves (prm_beta, prm_name_or_path, ...), as recipes/smoke/cpu.yaml does"
+            )
+        return super().parse_args_and_config(args, *rest, **kwargs)
 
 
 def make_parser(world_size: int | None = None) -> TrlParser:
@@ -68,55 +110,12 @@ def make_parser(world_size: int | None = None) -> TrlParser:
 
     ```
     """
-    config = GRPOConfig
+    config = _GRPOConfig
     if world_size is not None:
-        config = type("GRPOConfig", (GRPOConfig,), {"world_size": property(lambda self: world_size)})
-    return TrlParser((TrainScriptArguments, config, ModelConfig, RewardArguments))
-
-
-def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArguments):
-    """Load the training split and make sure it has a ``prompt`` and the reward's gold column."""
-    name = script_args.dataset_name
-    if not name:
-        raise ConfigError("dataset_name is required")
-    dataset = load_table(name, config=script_args.dataset_config, split=script_args.dataset_train_split)
-
-    missing = [c for c in (reward_args.solution_column,) if c not in dataset.column_names]
-    if "prompt" not in dataset.column_names and reward_args.problem_column not in dataset.column_names:
-        missing.append(reward_args.problem_column)
-    if missing:
-        raise ConfigError(
-            f"dataset {name!r} lacks column(s) {missing}; it has {dataset.column_names}. Set solution_column / "
-            "problem_column to the right names."
-        )
-    suffix = f"\n{script_args.instruction}" if script_args.instruction else ""
-    if "prompt" not in dataset.column_names:
-        dataset = dataset.map(
-            lambda row: {"prompt": [{"role": "user", "content": row[reward_args.problem_column] + suffix}]}
-        )
-    elif isinstance(dataset[0]["prompt"], str):
-        # A plain-string prompt would reach the policy without its chat template (and without the R1-distill
-        # "<think>" pre-fill); make it a user turn, keeping the bare problem for the PRM.
-        add_problem = reward_args.problem_column not in dataset.column_names
-
-        def to_user_turn(row: dict) -> dict:
-            out = {"prompt": [{"role": "user", "content": row["prompt"] + suffix}]}
-            if add_problem:
-                out[reward_args.problem_column] = row["prompt"]
-            return out
-
-        dataset = dataset.map(to_user_turn)
-    return dataset
-
-
-def split_holdout(dataset, size: int, seed: int):
-    """``(train, eval)`` with ``size`` rows held out for evaluation (``eval`` is None for size 0)."""
-    if size <= 0:
-        return dataset, None
-    if size >= len(dataset):
-        raise ConfigError(f"eval_holdout_size={size} leaves no training rows (the dataset has {len(dataset)})")
-    parts = dataset.train_test_split(test_size=size, seed=seed)
-    return parts["train"], parts["test"]
+        config = type("GRPOConfig", (_GRPOConfig,), {"world_size": property(lambda self: world_size)})
+    # The short usage: argparse's own lists every flag of TRL's dataclasses, over a hundred lines before an error.
+    return _TrainParser((TrainScriptArguments, config, ModelConfig, RewardArguments), prog="reasonflux-rl train",
+                        usage=USAGE.removeprefix("usage: "))
 
 
 def thinking_prefilled_by(policy: str) -> bool:
@@ -206,33 +205,78 @@ def _name_after_reward(key: str, template: str | None, reward_args: RewardArgume
         raise ConfigError(f"{key}={template!r}: {err!r} is not a reward key") from None
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the config, check it, build the reward, train with ``trl.GRPOTrainer`` and save model and metrics.
+@dataclass
+class Launch:
+    """One ``reasonflux-rl train`` command, parsed: the four configs, the launch it describes (processes, DeepSpeed
+    file), and what a dry run on this machine leaves to the launch (``deferred``).
 
-    With ``--dry-run`` it stops after the checks and prints the effective settings as JSON; ``--num_processes N``
-    and ``--accelerate_config FILE`` (its ``num_processes`` and DeepSpeed file) say what the launch will be, since
-    a dry run is not itself launched on the cluster.
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.launch import parse_launch
+    >>> launch = parse_launch(["--output_dir", "out", "--use_cpu", "--report_to", "none", "--prm_beta", "0",
+    ...                        "--model_name_or_path", "owner/policy", "--dry-run", "--num_processes", "2"])
+    >>> type(launch).__name__, launch.dry_run, launch.num_processes, launch.deepspeed
+    ('Launch', True, 2, None)
+
+    ```
     """
-    args, options = _launch_options(list(sys.argv[1:] if argv is None else argv))
+
+    args: list[str]
+    script_args: TrainScriptArguments
+    training_args: GRPOConfig
+    model_args: ModelConfig
+    reward_args: RewardArguments
+    num_processes: int
+    deepspeed: str | None = None
+    dry_run: bool = False
+    deferred: list[str] = field(default_factory=list)
+
+
+def _launch_size(options: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``(num_processes, DeepSpeed file)`` of the launch the options describe (None where they do not say)."""
+    if not options["accelerate_config"]:
+        return options["num_processes"], None
+    accelerate = read_accelerate_config(options["accelerate_config"])
+    return options["num_processes"] or accelerate["num_processes"], accelerate["deepspeed"]
+
+
+def _parse_configs(args: list[str], num_processes: int | None, dry_run: bool) -> tuple[tuple, list[str]]:
+    """The four configs, and what only the launch's GPUs can tell (a dry run only)."""
+    # A dry run parses the recipe as the launch it describes will, not as the single process it is, and on a login
+    # node without a GPU leaves what only the GPU can tell (bf16) to the launch.
+    parser = make_parser(num_processes if dry_run else None)
+    gpu_checks = gpu_checks_at_launch(num_processes or 1) if dry_run else contextlib.nullcontext([])
+    with gpu_checks as deferred:
+        try:
+            configs = parser.parse_args_and_config(args)
+        except ValueError as err:  # GRPOConfig's batch rules and the like: bad input, not a bug
+            raise ConfigError(str(err)) from None
+    return configs, deferred
+
+
+def parse_launch(argv: Sequence[str]) -> Launch:
+    """Parse a ``reasonflux-rl train`` command line (``--config`` recipe, flags, our launch options) as the launch it
+    describes; run and output directory names are filled from the reward keys. Loads nothing.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.launch import parse_launch
+    >>> launch = parse_launch(["--output_dir", "out/beta{prm_beta}", "--use_cpu", "--report_to", "none",
+    ...                        "--prm_beta", "0", "--model_name_or_path", "owner/policy", "--dry-run",
+    ...                        "--num_processes", "2", "--per_device_train_batch_size", "2", "--num_generations", "4"])
+    >>> launch.training_args.output_dir, launch.training_args.generation_batch_size  # 2 per device x 2 processes
+    ('out/beta0.0', 4)
+
+    ```
+    """
+    args, options = _launch_options(list(argv))
     deepspeed_file = _deepspeed_argument(args)
     if deepspeed_file is not None:
         # transformers reads a missing file as inline JSON and fails with a JSONDecodeError while parsing.
         check_deepspeed(deepspeed_file)
-    deepspeed = None
-    num_processes = options["num_processes"]
-    if options["accelerate_config"]:
-        accelerate = read_accelerate_config(options["accelerate_config"])
-        num_processes = num_processes or accelerate["num_processes"]
-        deepspeed = accelerate["deepspeed"]
-    # A dry run parses the recipe as the launch it describes will, not as the single process it is, and on a login
-    # node without a GPU leaves what only the GPU can tell (bf16) to the launch.
-    parser = make_parser(num_processes if options["dry_run"] else None)
-    gpu_checks = gpu_checks_at_launch(num_processes or 1) if options["dry_run"] else contextlib.nullcontext([])
-    with gpu_checks as deferred:
-        try:
-            script_args, training_args, model_args, reward_args = parser.parse_args_and_config(args)
-        except ValueError as err:  # GRPOConfig's batch rules and the like: bad input, not a bug
-            raise ConfigError(str(err)) from None
+    num_processes, deepspeed = _launch_size(options)
+    (script_args, training_args, model_args, reward_args), deferred = _parse_configs(
+        args, num_processes, options["dry_run"])
     # Sweeps name each run, and give it its own directory, after its reward settings, e.g.
     # run_name: r1d7b-beta{prm_beta}-{prm_normalisation}; output_dir: outputs/r1d7b/beta{prm_beta}-{prm_normalisation}
     training_args.run_name = _name_after_reward("run_name", training_args.run_name, reward_args)
@@ -241,44 +285,89 @@ def main(argv: Sequence[str] | None = None) -> None:
         from accelerate import PartialState
 
         num_processes = PartialState().num_processes
-    # Everything that can be wrong with the launch fails here, before any weights or data load.
-    report = preflight(training_args, model_args, reward_args, num_processes=num_processes, deepspeed=deepspeed,
-                       user_set=_user_set(args), require_packages=not options["dry_run"])
-    if options["dry_run"]:
-        report["checked_at_launch"] = deferred
-        print(json.dumps(report, indent=2, default=str))
-        return
+    return Launch(args, script_args, training_args, model_args, reward_args, num_processes, deepspeed,
+                  options["dry_run"], deferred)
+
+
+def check_launch(launch: Launch) -> dict[str, Any]:
+    """Everything that can be wrong with the launch, checked before any weights or data load ([`preflight`]);
+    returns the effective settings, with what is left to the launch under ``checked_at_launch``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.launch import check_launch, parse_launch
+    >>> launch = parse_launch(["--output_dir", "out", "--use_cpu", "--report_to", "none", "--prm_beta", "0",
+    ...                        "--model_name_or_path", "owner/policy", "--dry-run", "--num_processes", "2",
+    ...                        "--per_device_train_batch_size", "2", "--num_generations", "4"])
+    >>> report = check_launch(launch)
+    >>> report["policy"]["where"], report["batch"]["completions_per_optimizer_step"], report["prm"]
+    ('hub', 4, None)
+
+    ```
+    """
+    report = preflight(launch.training_args, launch.model_args, launch.reward_args,
+                       num_processes=launch.num_processes, deepspeed=launch.deepspeed,
+                       user_set=_user_set(launch.args), require_packages=not launch.dry_run)
+    report["checked_at_launch"] = launch.deferred
+    return report
+
+
+def _prepare_run(launch: Launch) -> None:
+    """What the process needs before anything loads: the W&B directory, DeepSpeed told a CPU run is one, and
+    ``thinking_prefilled`` read from the policy when the recipe does not say."""
+    training_args, reward_args = launch.training_args, launch.reward_args
     if "wandb" in (training_args.report_to or []):
         os.environ.setdefault("WANDB_DIR", training_args.output_dir)
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    if training_args.use_cpu:
+        # accelerate imports DeepSpeed whenever it is installed; told the accelerator, DeepSpeed skips detecting it
+        # and its "Setting accelerator to CPU" warning.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if reward_args.thinking_prefilled is None:
+        reward_args.thinking_prefilled = thinking_prefilled_by(launch.model_args.model_name_or_path)
 
-    from trl import GRPOTrainer, get_peft_config
 
+def _datasets(launch: Launch) -> tuple[Any, Any]:
+    """``(train, eval)``: the training split with its prompts, and the held-out rows (None without)."""
+    training_args = launch.training_args
+    dataset, eval_dataset = split_holdout(
+        load_train_dataset(launch.script_args, launch.reward_args), launch.script_args.eval_holdout_size,
+        training_args.seed,
+    )
+    strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)  # an IntervalStrategy
+    if strategy != "no" and eval_dataset is None:
+        raise ConfigError(f"eval_strategy={strategy!r} needs eval_holdout_size > 0")
+    return dataset, eval_dataset
+
+
+def _reward_funcs(launch: Launch) -> list[Any]:
+    """The reward functions (``reward_mode: separate`` also sets ``reward_weights``)."""
     from reasonflux_rl.prm.placement.zero3 import init_deepspeed_comm, zero3_enabled
     from reasonflux_rl.rewards.build import build_reward_funcs
 
-    if reward_args.thinking_prefilled is None:
-        reward_args.thinking_prefilled = thinking_prefilled_by(model_args.model_name_or_path)
-
-    dataset, eval_dataset = split_holdout(
-        load_train_dataset(script_args, reward_args), script_args.eval_holdout_size, training_args.seed
-    )
-    if training_args.eval_strategy != "no" and eval_dataset is None:
-        raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_holdout_size > 0")
     if zero3_enabled():
         # With use_cpu (gloo) nothing has started DeepSpeed's own communication layer yet, and zero.Init would read
         # a world size of 1 at the first model load; on GPUs accelerate has already done this.
         init_deepspeed_comm()
-    reward_funcs, weights = build_reward_funcs(reward_args, num_generations=training_args.num_generations)
+    reward_funcs, weights = build_reward_funcs(launch.reward_args,
+                                               num_generations=launch.training_args.num_generations)
     if weights is not None:
-        training_args.reward_weights = weights
+        launch.training_args.reward_weights = weights
+    return reward_funcs
+
+
+def _trainer(launch: Launch, reward_funcs: list[Any], dataset: Any, eval_dataset: Any) -> Any:
+    """``trl.GRPOTrainer`` on the policy, with the model keys of ``ModelConfig`` and its LoRA settings."""
+    from trl import GRPOTrainer, get_peft_config
+
+    training_args, model_args = launch.training_args, launch.model_args
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}),
         "dtype": model_args.dtype,
         "attn_implementation": model_args.attn_implementation,
         "revision": model_args.model_revision,
     }
-    trainer = GRPOTrainer(
+    return GRPOTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -286,6 +375,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
+
+
+def _train_and_save(trainer: Any, training_args: GRPOConfig, reward_funcs: list[Any]) -> None:
+    """Train; save the model, the metrics and the trainer state to ``output_dir``."""
     try:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model(training_args.output_dir)
@@ -296,6 +389,70 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Stops the verification worker processes.
         reward_funcs[0].close()
     trainer.end()
+
+
+def train(launch: Launch) -> None:
+    """Run a checked launch: data, reward, ``trl.GRPOTrainer``, then train and save model, metrics and state.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.launch import parse_launch, train
+    >>> launch = parse_launch(["--output_dir", "out", "--report_to", "none", "--bf16", "false", "--prm_beta", "0",
+    ...                        "--model_name_or_path", "owner/policy", "--thinking_prefilled", "true",
+    ...                        "--eval_strategy", "steps"])
+    >>> try:
+    ...     train(launch)  # stops at the data, before any weights load
+    ... except ValueError as err:
+    ...     print(err)
+    eval_strategy='steps' needs eval_holdout_size > 0
+
+    ```
+    """
+    _prepare_run(launch)
+    dataset, eval_dataset = _datasets(launch)
+    reward_funcs = _reward_funcs(launch)
+    trainer = _trainer(launch, reward_funcs, dataset, eval_dataset)
+    _train_and_save(trainer, launch.training_args, reward_funcs)
+
+
+def _print_help(argv: list[str]) -> bool:
+    """Print the help ``argv`` asks for, if any: ours first (TRL's flags only with ``--help-all``)."""
+    if "--help-all" in argv:
+        # TRL's own argparse help without its usage line: one entry per flag, over a thousand lines.
+        print(train_help(trl_flags=make_parser().format_help().split("\n\n", 1)[1]), end="")
+    elif "-h" in argv or "--help" in argv:
+        print(train_help(), end="")
+    else:
+        return False
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the config, check it, build the reward, train with ``trl.GRPOTrainer`` and save model and metrics.
+
+    With ``--dry-run`` it stops after the checks and prints the effective settings as JSON; ``--num_processes N``
+    and ``--accelerate_config FILE`` (its ``num_processes`` and DeepSpeed file) say what the launch will be, since
+    a dry run is not itself launched on the cluster. ``--help`` lists our options and keys, ``--help-all`` TRL's too.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.launch import main
+    >>> main(["--help"])  # doctest: +ELLIPSIS
+    usage: reasonflux-rl train --config FILE.yaml [--dry-run] [--accelerate_config FILE | --num_processes N] ...
+    ...launch options:
+      --config FILE.yaml ...
+
+    ```
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _print_help(argv):
+        return
+    launch = parse_launch(argv)
+    report = check_launch(launch)
+    if launch.dry_run:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    train(launch)
 
 
 if __name__ == "__main__":

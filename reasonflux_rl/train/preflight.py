@@ -153,10 +153,16 @@ def check_batch(training_args: Any, num_processes: int, user_set: Collection[str
 
     ```
     """
-    per_device = training_args.per_device_train_batch_size
-    accumulation = training_args.gradient_accumulation_steps
-    generations = training_args.num_generations
-    per_step = per_device * num_processes
+    per_device, generations = training_args.per_device_train_batch_size, training_args.num_generations
+    generation_batch, steps = _generation_batch(training_args, num_processes, user_set)
+    _check_eval_batch(training_args, num_processes, generations)
+    _check_groups(generation_batch, generations, per_device, num_processes, steps)
+    return _batch_sizes(training_args, num_processes, generation_batch, steps)
+
+
+def _generation_batch(training_args: Any, num_processes: int, user_set: Collection[str] | None) -> tuple[int, int]:
+    """``(generation_batch_size, steps_per_generation)`` as ``GRPOConfig`` derives them on ``num_processes`` ranks."""
+    per_step = training_args.per_device_train_batch_size * num_processes
 
     def given(key: str) -> Any:
         value = getattr(training_args, key, None)
@@ -165,25 +171,33 @@ def check_batch(training_args: Any, num_processes: int, user_set: Collection[str
     generation_batch, steps = given("generation_batch_size"), given("steps_per_generation")
     # GRPOConfig.__post_init__'s cases, with num_processes in place of the parsing process's world size. It rejects
     # both keys set by the user, so both present means a parsed config: generation_batch_size is then the given one.
-    if generation_batch is not None:
-        if generation_batch % per_step:
-            raise ConfigError(
-                f"generation_batch_size={generation_batch} is not divisible by per_device_train_batch_size x "
-                f"processes = {per_device} x {num_processes} = {per_step}"
-            )
-        steps = generation_batch // per_step
-    else:
-        steps = steps or accumulation
-        generation_batch = per_step * steps
-    if getattr(training_args, "eval_strategy", "no") != "no":
-        eval_generations = getattr(training_args, "num_generations_eval", None) or generations
-        eval_batch = training_args.per_device_eval_batch_size * num_processes
-        if eval_batch % eval_generations:
-            raise ConfigError(
-                f"the eval batch of {eval_batch} completions (per_device_eval_batch_size="
-                f"{training_args.per_device_eval_batch_size} x {num_processes} processes) is not divisible by "
-                f"num_generations={eval_generations}"
-            )
+    if generation_batch is None:
+        steps = steps or training_args.gradient_accumulation_steps
+        return per_step * steps, steps
+    if generation_batch % per_step:
+        raise ConfigError(
+            f"generation_batch_size={generation_batch} is not divisible by per_device_train_batch_size x "
+            f"processes = {training_args.per_device_train_batch_size} x {num_processes} = {per_step}"
+        )
+    return generation_batch, generation_batch // per_step
+
+
+def _check_eval_batch(training_args: Any, num_processes: int, generations: int) -> None:
+    """With evaluation on, the eval batch holds whole groups."""
+    if getattr(training_args, "eval_strategy", "no") == "no":
+        return
+    eval_generations = getattr(training_args, "num_generations_eval", None) or generations
+    eval_batch = training_args.per_device_eval_batch_size * num_processes
+    if eval_batch % eval_generations:
+        raise ConfigError(
+            f"the eval batch of {eval_batch} completions (per_device_eval_batch_size="
+            f"{training_args.per_device_eval_batch_size} x {num_processes} processes) is not divisible by "
+            f"num_generations={eval_generations}"
+        )
+
+
+def _check_groups(generation_batch: int, generations: int, per_device: int, num_processes: int, steps: int) -> None:
+    """The generation batch holds whole groups of at least 2 completions."""
     if generation_batch % generations:
         raise ConfigError(
             f"the generation batch of {generation_batch} completions ({per_device} per device x {num_processes} "
@@ -192,7 +206,13 @@ def check_batch(training_args: Any, num_processes: int, user_set: Collection[str
         )
     if generations < 2:
         raise ConfigError(f"num_generations={generations}: GRPO needs at least 2 completions per prompt")
-    per_optimizer_step = per_step * accumulation
+
+
+def _batch_sizes(training_args: Any, num_processes: int, generation_batch: int, steps: int) -> dict[str, Any]:
+    """The sizes a dry run reports: per micro-batch, per optimizer step, per generation batch."""
+    per_device, generations = training_args.per_device_train_batch_size, training_args.num_generations
+    accumulation = training_args.gradient_accumulation_steps
+    per_optimizer_step = per_device * num_processes * accumulation
     return {
         "num_processes": num_processes,
         "completions_per_device_micro_batch": per_device,
@@ -337,24 +357,66 @@ def preflight(
 
     ``user_set``: the training keys the recipe or command line set (see [`check_batch`]). A missing optional
     package ([`missing_packages`]) fails a real start (``require_packages``); a dry run, which may run on a login
-    node without the GPU packages, lists it under ``"missing"`` instead."""
-    from reasonflux_rl.rewards.build import check_placement, validate
+    node without the GPU packages, lists it under ``"missing"`` instead.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.launch import make_parser
+    >>> from reasonflux_rl.train.preflight import preflight
+    >>> _, training, model, reward = make_parser().parse_args_and_config(
+    ...     ["--output_dir", "out", "--report_to", "none", "--bf16", "false", "--prm_beta", "0",
+    ...      "--model_name_or_path", "owner/policy",
+    ...      "--per_device_train_batch_size", "4", "--num_generations", "4"])
+    >>> report = preflight(training, model, reward, num_processes=1)
+    >>> report["batch"]["prompts_per_generation_batch"], report["prm_placement"], report["missing"]
+    (1, 'replica', [])
+
+    ```
+    """
+    from reasonflux_rl.rewards.build import validate
 
     report: dict[str, Any] = {}
     prm = validate(reward_args)
     report["prm"] = None if prm is None else {"path": str(prm.path), "kind": prm.kind}
+    report["policy"] = _check_policy(model_args)
+    _check_reward_weights(training_args, reward_args)
+    report["batch"] = check_batch(training_args, num_processes, user_set)
+    report.update(_check_deepspeed_and_placement(training_args, reward_args, deepspeed))
+    if training_args.use_vllm:
+        report["vllm"] = {"mode": training_args.vllm_mode}
+        if training_args.vllm_mode == "server":
+            report["vllm"]["server"] = check_vllm_server(training_args)
+    report["missing"] = _check_packages(training_args, model_args, require_packages)
+    report["reward"] = {k: v for k, v in vars(reward_args).items()}
+    report["optimisation"] = _optimisation(training_args)
+    return report
+
+
+def _check_policy(model_args: Any) -> dict[str, Any]:
+    """The policy checkpoint: a local directory or a hub id."""
     if model_args.model_name_or_path is None:
         raise ConfigError("model_name_or_path is required (the policy checkpoint)")
-    report["policy"] = {"path": model_args.model_name_or_path, "where": _policy_location(model_args.model_name_or_path),
-                        "use_peft": model_args.use_peft}
-    if reward_args.reward_mode == "separate":
-        weights = [1.0 - reward_args.prm_beta, reward_args.prm_beta]
-        if training_args.reward_weights is not None and list(training_args.reward_weights) != weights:
-            raise ConfigError(
-                f"reward_weights={training_args.reward_weights} contradicts reward_mode='separate' with "
-                f"prm_beta={reward_args.prm_beta}, which sets them to {weights}; leave reward_weights unset"
-            )
-    report["batch"] = check_batch(training_args, num_processes, user_set)
+    return {"path": model_args.model_name_or_path, "where": _policy_location(model_args.model_name_or_path),
+            "use_peft": model_args.use_peft}
+
+
+def _check_reward_weights(training_args: Any, reward_args: Any) -> None:
+    """``reward_mode: separate`` sets ``reward_weights`` itself; a recipe may not say otherwise."""
+    if reward_args.reward_mode != "separate":
+        return
+    weights = [1.0 - reward_args.prm_beta, reward_args.prm_beta]
+    if training_args.reward_weights is not None and list(training_args.reward_weights) != weights:
+        raise ConfigError(
+            f"reward_weights={training_args.reward_weights} contradicts reward_mode='separate' with "
+            f"prm_beta={reward_args.prm_beta}, which sets them to {weights}; leave reward_weights unset"
+        )
+
+
+def _check_deepspeed_and_placement(training_args: Any, reward_args: Any, deepspeed: str | None) -> dict[str, Any]:
+    """The DeepSpeed file (when there is one) and the PRM placement it allows."""
+    from reasonflux_rl.rewards.build import check_placement
+
+    report: dict[str, Any] = {}
     deepspeed = deepspeed or training_args.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     plugin = getattr(training_args, "deepspeed_plugin", None)
     if isinstance(deepspeed, str):
@@ -366,22 +428,25 @@ def preflight(
     stage = report["deepspeed"]["zero_stage"] if "deepspeed" in report else (
         plugin.deepspeed_config.get("zero_optimization", {}).get("stage") if plugin is not None else None)
     report["prm_placement"] = check_placement(reward_args, stage)
-    if training_args.use_vllm:
-        report["vllm"] = {"mode": training_args.vllm_mode}
-        if training_args.vllm_mode == "server":
-            report["vllm"]["server"] = check_vllm_server(training_args)
-    report["missing"] = missing_packages(training_args, model_args)
-    if require_packages and report["missing"]:
+    return report
+
+
+def _check_packages(training_args: Any, model_args: Any, require_packages: bool) -> list[dict[str, str]]:
+    """The optional packages the settings need and lack; a real start (``require_packages``) fails on them."""
+    missing = missing_packages(training_args, model_args)
+    if require_packages and missing:
         raise ConfigError("; ".join(
             f"{m['needed_by']} needs the {m['package']} package, which is not installed ({m['install']})"
-            for m in report["missing"]
+            for m in missing
         ))
-    report["reward"] = {k: v for k, v in vars(reward_args).items()}
-    report["optimisation"] = {
+    return missing
+
+
+def _optimisation(training_args: Any) -> dict[str, Any]:
+    return {
         "learning_rate": training_args.learning_rate, "kl_beta": training_args.beta,
         "max_steps": training_args.max_steps, "num_train_epochs": training_args.num_train_epochs,
         "max_completion_length": training_args.max_completion_length, "bf16": training_args.bf16,
         "report_to": training_args.report_to, "output_dir": training_args.output_dir,
         "run_name": training_args.run_name,
     }
-    return report

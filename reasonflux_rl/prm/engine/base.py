@@ -14,11 +14,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from reasonflux_rl.prm.checkpoint import CheckpointInfo, inspect_checkpoint
 from reasonflux_rl.prm.engine.batching import (
     BATCH_OVERHEAD_TOKENS,
     PADDING_SIDES,
@@ -268,6 +270,8 @@ class PRMScorer(ABC):
 
     kind: str = ""
     engine: nn.Module | None = None
+    # Set by each local kind: besides [`assemble`], the one thing its loading differs in (a remote kind loads none).
+    model_class: ClassVar[type[Any]]
 
     def __init__(
         self,
@@ -303,6 +307,95 @@ class PRMScorer(ABC):
         if pad_id is None:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
         self.pad_id = pad_id
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype = "auto",
+        attn_implementation: str | None = ATTENTION_AUTO,
+        packed: bool | None = None,
+        sharded: bool = False,
+        **kwargs: Any,
+    ) -> Self:
+        """Load this kind from a local checkpoint directory (hub layout, no remote code): check that the directory
+        holds it ([`checkpoint_info`]), resolve the runtime, load the weights with [`model_class`] and the PRM's own
+        tokenizer, build the scorer ([`assemble`]) and place it.
+
+        ``device`` defaults to CUDA when available; ``dtype="auto"`` picks bf16 there and fp32 on CPU;
+        ``attn_implementation="auto"`` picks flash-attention 2 (with packed rows) on CUDA when ``flash_attn`` is
+        importable, else SDPA (see [`resolve_runtime`]); ``sharded`` partitions the weights with the policy's
+        DeepSpeed ZeRO-3 (see [`~reasonflux_rl.prm.placement.zero3`]). Other keyword arguments go to the kind's
+        constructor.
+
+        Example:
+        ```python
+        >>> import tempfile
+        >>> from reasonflux_rl.prm.kinds.token_logit import TokenLogitScorer
+        >>> from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit
+        >>> path = write_tiny_token_logit(tempfile.mkdtemp())
+        >>> scorer = TokenLogitScorer.from_pretrained(path, device="cpu", dtype="float32", **TINY_TOKEN_LOGIT_TOKENS)
+        >>> type(scorer).__name__, scorer.device.type, scorer.model.dtype, scorer.packed
+        ('TokenLogitScorer', 'cpu', torch.float32, False)
+
+        ```
+        """
+        info = cls.checkpoint_info(path)
+        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
+        model = runtime.load(cls.model_class, path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return runtime.place(cls.assemble(model, tokenizer, info, runtime, **kwargs))
+
+    @classmethod
+    def checkpoint_info(cls, path: str | Path) -> CheckpointInfo:
+        """What the checkpoint in ``path`` holds, checked to be this kind (see
+        [`~reasonflux_rl.prm.checkpoint.inspect_checkpoint`]).
+
+        Example:
+        ```python
+        >>> import tempfile
+        >>> from reasonflux_rl.prm.kinds.value_head import ValueHeadScorer
+        >>> from reasonflux_rl.tiny import write_tiny_value_head
+        >>> ValueHeadScorer.checkpoint_info(write_tiny_value_head(tempfile.mkdtemp())).kind
+        'value_head'
+
+        ```
+        """
+        return inspect_checkpoint(path, kind=cls.kind)
+
+    @classmethod
+    def assemble(
+        cls,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        info: CheckpointInfo,
+        runtime: Runtime,
+        **kwargs: Any,
+    ) -> Self:
+        """The scorer of a loaded ``model``: ``cls(model, tokenizer, packed=runtime.packed, **kwargs)``; a kind whose
+        checkpoint has more than the model (the value head's head file) reads it here.
+
+        Example:
+        ```python
+        >>> import tempfile
+        >>> from transformers import AutoTokenizer
+        >>> from reasonflux_rl.prm.checkpoint import inspect_checkpoint
+        >>> from reasonflux_rl.prm.engine.base import resolve_runtime
+        >>> from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+        >>> from reasonflux_rl.tiny import write_tiny_models
+        >>> path = write_tiny_models(tempfile.mkdtemp()).prm
+        >>> runtime = resolve_runtime("cpu")
+        >>> model = runtime.load(StepScorer.model_class, path)
+        >>> scorer = StepScorer.assemble(model, AutoTokenizer.from_pretrained(path), inspect_checkpoint(path), runtime,
+        ...                              max_steps=2)
+        >>> scorer.max_steps, scorer.packed
+        (2, False)
+
+        ```
+        """
+        return cls(model, tokenizer, packed=runtime.packed, **kwargs)
 
     @abstractmethod
     def encode(self, problem: str, completion: str) -> Encoded:

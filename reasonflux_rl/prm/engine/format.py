@@ -7,11 +7,14 @@ read at each ``<extra_0>``.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Literal
 
 from reasonflux_rl.trajectory import split_steps, split_trajectory
+
+if TYPE_CHECKING:
+    # Only annotations name it: the option declarations import this module (PARTS), and the reward formula imports
+    # them and stays free of transformers.
+    from transformers import PreTrainedTokenizerBase
 
 STEP_TAG = "<extra_0>"
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, PRMCheckpointError, inspect_checkpoint
-from reasonflux_rl.prm.engine.base import ATTENTION_AUTO, resolve_dtype, resolve_runtime
+from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, CheckpointInfo, PRMCheckpointError, inspect_checkpoint
+from reasonflux_rl.prm.engine.base import resolve_dtype
 from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, STEP_TAG, Parts, format_steps
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
@@ -47,6 +48,7 @@ class StepScorer(StepTagScorer):
     """
 
     kind = STEP_CLASSIFIER
+    model_class = Qwen2ForProcessRewardModel
 
     def __init__(
         self,
@@ -77,23 +79,14 @@ class StepScorer(StepTagScorer):
         self.system_prompt = system_prompt
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype = "auto",
-        attn_implementation: str | None = ATTENTION_AUTO,
-        packed: bool | None = None,
-        sharded: bool = False,
-        **kwargs,
-    ) -> StepScorer:
+    def from_pretrained(cls, path: str | Path, **options: Any) -> StepScorer:
         """Load a step-classifier PRM from a local checkpoint directory (hub layout, no remote code).
 
         ``device`` defaults to CUDA when available; ``dtype="auto"`` picks bf16 there and fp32 on CPU;
         ``attn_implementation="auto"`` picks flash-attention 2 (with packed rows) on CUDA when ``flash_attn`` is
         importable, else SDPA (see [`~reasonflux_rl.prm.engine.base.resolve_runtime`]); ``sharded`` partitions it with the
         policy's DeepSpeed ZeRO-3 (see [`~reasonflux_rl.prm.placement.zero3`]). Other keyword arguments go to [`StepScorer`].
+        (Every kind loads the same way: [`~reasonflux_rl.prm.engine.base.PRMScorer.from_pretrained`].)
 
         Example:
         ```python
@@ -106,16 +99,32 @@ class StepScorer(StepTagScorer):
 
         ```
         """
+        return super().from_pretrained(path, **options)
+
+    @classmethod
+    def checkpoint_info(cls, path: str | Path) -> CheckpointInfo:
+        """What the checkpoint in ``path`` holds, detected, so that a checkpoint of another kind is named as such.
+
+        Example:
+        ```python
+        >>> import tempfile
+        >>> from reasonflux_rl.tiny import write_tiny_value_head
+        >>> from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+        >>> try:
+        ...     StepScorer.checkpoint_info(write_tiny_value_head(tempfile.mkdtemp()))
+        ... except ValueError as err:
+        ...     print(str(err).split(": ")[0].split(" is ")[1])
+        a value_head PRM, not a step classifier
+
+        ```
+        """
         info = inspect_checkpoint(path)
         if info.kind != STEP_CLASSIFIER:
             raise PRMCheckpointError(
                 f"PRM checkpoint {path} is a {info.kind} PRM, not a step classifier: load it with "
                 "reasonflux_rl.prm.load_scorer"
             )
-        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
-        model = runtime.load(Qwen2ForProcessRewardModel, path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return runtime.place(cls(model, tokenizer, packed=runtime.packed, **kwargs))
+        return info
 
     def format(self, problem: str, steps: list[str]) -> str:
         """The chat-template input of the model card (see [`~reasonflux_rl.prm.engine.format.format_steps`])."""

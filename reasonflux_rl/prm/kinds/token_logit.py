@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from reasonflux_rl.prm.checkpoint import TOKEN_LOGIT, inspect_checkpoint
-from reasonflux_rl.prm.engine.base import ATTENTION_AUTO, resolve_runtime
+from reasonflux_rl.prm.checkpoint import TOKEN_LOGIT
 from reasonflux_rl.prm.engine.format import Parts, format_tagged_text
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.kinds.tagged import StepTagScorer, single_token_id
@@ -49,6 +49,7 @@ class TokenLogitScorer(StepTagScorer):
     """
 
     kind = TOKEN_LOGIT
+    model_class = AutoModelForCausalLM
 
     def __init__(
         self,
@@ -101,17 +102,7 @@ class TokenLogitScorer(StepTagScorer):
             self._pair_bias = None if lm_head.bias is None else lm_head.bias[[good, bad]].detach()
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype = "auto",
-        attn_implementation: str | None = ATTENTION_AUTO,
-        packed: bool | None = None,
-        sharded: bool = False,
-        **kwargs,
-    ) -> TokenLogitScorer:
+    def from_pretrained(cls, path: str | Path, **options: Any) -> TokenLogitScorer:
         """Load a causal LM from a local checkpoint directory as a token-logit PRM (no remote code).
 
         Loading options as for [`~reasonflux_rl.prm.kinds.step_classifier.StepScorer.from_pretrained`]; the tokens go to
@@ -130,11 +121,7 @@ class TokenLogitScorer(StepTagScorer):
 
         ```
         """
-        inspect_checkpoint(path, kind=TOKEN_LOGIT)
-        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
-        model = runtime.load(AutoModelForCausalLM, path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return runtime.place(cls(model, tokenizer, packed=runtime.packed, **kwargs))
+        return super().from_pretrained(path, **options)
 
     def format(self, problem: str, steps: list[str]) -> str:
         """The Math-Shepherd input (see [`~reasonflux_rl.prm.engine.format.format_tagged_text`])."""

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, PreTrainedTokenizerBase
 
-from reasonflux_rl.prm.checkpoint import REWARD_HEAD_FILE, VALUE_HEAD, PRMCheckpointError, inspect_checkpoint
-from reasonflux_rl.prm.engine.base import ATTENTION_AUTO, Encoded, PRMScorer, resolve_runtime
+from reasonflux_rl.prm.checkpoint import REWARD_HEAD_FILE, VALUE_HEAD, CheckpointInfo, PRMCheckpointError
+from reasonflux_rl.prm.engine.base import Encoded, PRMScorer, Runtime
 from reasonflux_rl.prm.engine.format import Parts
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.trajectory import split_trajectory
@@ -53,6 +54,7 @@ class ValueHeadScorer(PRMScorer):
     """
 
     kind = VALUE_HEAD
+    model_class = AutoModel  # the backbone, without its LM head
 
     def __init__(
         self,
@@ -85,17 +87,7 @@ class ValueHeadScorer(PRMScorer):
         self.reward_head = reward_head.eval()
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype = "auto",
-        attn_implementation: str | None = ATTENTION_AUTO,
-        packed: bool | None = None,
-        sharded: bool = False,
-        **kwargs,
-    ) -> ValueHeadScorer:
+    def from_pretrained(cls, path: str | Path, **options: Any) -> ValueHeadScorer:
         """Load the backbone (without its LM head) and ``reward_head.pt`` from a local checkpoint directory.
 
         Loading options as for [`~reasonflux_rl.prm.kinds.step_classifier.StepScorer.from_pretrained`]; the head stays float32 (and
@@ -112,17 +104,39 @@ class ValueHeadScorer(PRMScorer):
 
         ```
         """
-        info = inspect_checkpoint(path, kind=VALUE_HEAD)
-        runtime = resolve_runtime(device, dtype, attn_implementation, packed, sharded)
-        backbone = runtime.load(AutoModel, path)
-        state = torch.load(Path(path) / REWARD_HEAD_FILE, map_location="cpu", weights_only=True)
-        head = nn.Linear(info.hidden_size, 1, bias="bias" in state)
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as err:
-            raise PRMCheckpointError(f"{REWARD_HEAD_FILE} of {path} does not fit Linear(hidden, 1): {err}") from None
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return runtime.place(cls(backbone, tokenizer, head.to(runtime.device), packed=runtime.packed, **kwargs))
+        return super().from_pretrained(path, **options)
+
+    @classmethod
+    def assemble(
+        cls,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        info: CheckpointInfo,
+        runtime: Runtime,
+        **kwargs: Any,
+    ) -> ValueHeadScorer:
+        """The scorer of a loaded backbone, with the checkpoint's ``reward_head.pt`` (read with
+        ``weights_only=True``) on the runtime's device.
+
+        Example:
+        ```python
+        >>> import tempfile
+        >>> from transformers import AutoTokenizer
+        >>> from reasonflux_rl.prm.engine.base import resolve_runtime
+        >>> from reasonflux_rl.prm.kinds.value_head import ValueHeadScorer
+        >>> from reasonflux_rl.tiny import write_tiny_value_head
+        >>> path = write_tiny_value_head(tempfile.mkdtemp())
+        >>> runtime = resolve_runtime("cpu")
+        >>> scorer = ValueHeadScorer.assemble(runtime.load(ValueHeadScorer.model_class, path),
+        ...                                   AutoTokenizer.from_pretrained(path), ValueHeadScorer.checkpoint_info(path),
+        ...                                   runtime)
+        >>> scorer.reward_head.weight.dtype, scorer.reward_head.bias is not None
+        (torch.float32, True)
+
+        ```
+        """
+        head = _reward_head(info)
+        return cls(model, tokenizer, head.to(runtime.device), packed=runtime.packed, **kwargs)
 
     def text(self, completion: str) -> str:
         """The part of ``completion`` the head reads (``parts``)."""
@@ -179,3 +193,14 @@ class ValueHeadScorer(PRMScorer):
         ```
         """
         return super().score(problems, completions)
+
+
+def _reward_head(info: CheckpointInfo) -> nn.Linear:
+    """The ``Linear(hidden, 1)`` of the checkpoint's ``reward_head.pt``, in float32."""
+    state = torch.load(info.path / REWARD_HEAD_FILE, map_location="cpu", weights_only=True)
+    head = nn.Linear(info.hidden_size, 1, bias="bias" in state)
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as err:
+        raise PRMCheckpointError(f"{REWARD_HEAD_FILE} of {info.path} does not fit Linear(hidden, 1): {err}") from None
+    return head

@@ -1,0 +1,47 @@
+"""The opening that `score`, `select` and `bon` share (reasonflux_rl.tools.pipeline): an empty input is called empty,
+and a run that stops before storing a score leaves no file behind."""
+
+import re
+
+import pytest
+from jsonl_helpers import write_jsonl
+
+from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.tools import bon, score, selection
+
+# Each command's module, the options it needs besides --input/--prm/--output, and its output's name.
+COMMANDS = {
+    "score": (score, [], "out.jsonl"),
+    "select": (selection, ["--top-k", "1", "--no-plot"], "sel.jsonl"),
+    "bon": (bon, ["--no-plot", "--workers", "1"], "bon.json"),
+}
+# A row every command can read: score and select take problem/completion, bon problem/solution/candidates.
+ROW = {"problem": "1+1?", "completion": "</think>\n\\boxed{2}", "solution": "2", "candidates": ["</think>\n\\boxed{2}"]}
+
+
+def run(command, input_path, tmp_path):
+    module, extra, output = COMMANDS[command]
+    module.main(["--input", str(input_path), "--prm", "fake-prm", "--output", str(tmp_path / output), "--no-progress",
+                 *extra])
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("text", ["", "\n  \n"], ids=["no-bytes", "blank-lines"])
+def test_an_empty_input_is_called_empty_and_named(tmp_path, command, text):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^--input {re.escape(repr(str(path)))} is empty: it has no rows"):
+        run(command, path, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_prm_that_fails_to_load_leaves_no_file_behind(tmp_path, monkeypatch, command):
+    def unloadable(args):
+        raise ConfigError("no such PRM")
+
+    monkeypatch.setattr(COMMANDS[command][0], "scorer_from_args", unloadable)
+    data = write_jsonl(tmp_path / "in.jsonl", [ROW, ROW])
+    with pytest.raises(ConfigError, match="no such PRM"):
+        run(command, data, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
