@@ -1,5 +1,5 @@
-"""The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select``, ``bon`` and ``serve-prm`` (see
-``USAGE``); ``COMMANDS`` maps each to the ``main`` that runs it."""
+"""The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select``, ``bon``, ``serve-prm`` and
+``lab`` (see ``USAGE``); ``COMMANDS`` maps each to the ``main`` that runs it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ commands:
                --output B.json)
   serve-prm    serve a local step-classifier PRM over vLLM's pooling API, for dry runs of PRM servers on CPU
                (reasonflux-rl serve-prm --prm DIR --port 8001)
+  lab          build the lab's warm-start policy and PRM (reasonflux-rl lab build --out DIR)
 
 Run `reasonflux-rl <command> --help` for a command's options.
 """
@@ -31,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "select": "reasonflux_rl.tools.selection:main",
     "bon": "reasonflux_rl.tools.bon:main",
     "serve-prm": "reasonflux_rl.prm.placement.pooling_server:main",
+    "lab": "reasonflux_rl.lab.build:main",
 }
 
 

@@ -8,6 +8,7 @@ downloading 7B weights; the tests use them too. Nothing here touches the network
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +53,9 @@ def _corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on the shipped math data, with the think tags, step tag and chat template.
+def build_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` (default: the shipped math data), with the think tags, step tag
+    and chat template.
 
     Example:
     ```python
@@ -65,7 +67,10 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     ```
     """
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits one by one, as Qwen2's tokenizer splits them: a number's tokens do not depend on its neighbours.
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -73,7 +78,7 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(_corpus(), trainer=trainer)
+    backend.train_from_iterator(_corpus() if texts is None else texts, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=None,

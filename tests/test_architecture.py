@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reasonflux_rl"
-ROOMS = ("rewards", "prm", "train", "tools")
-# What a room may import from the package (besides itself, ``errors``, ``trajectory`` and ``data``): the data flows
-# prm -> rewards -> (train, tools); the dispatcher (cli) and the tiny checkpoints sit outside the rooms.
+ROOMS = ("rewards", "prm", "train", "tools", "lab")
+# What a room may import from the package (besides itself, ``errors``, ``trajectory``, ``data`` and ``tiny``): the
+# data flows prm -> rewards -> (train, tools); the lab builds its models with the PRM's layout and the tiny
+# tokenizer; the dispatcher (cli) sits outside the rooms.
 ALLOWED = {
     "prm": set(),
     "rewards": {"prm"},
     "train": {"prm", "rewards"},
     "tools": {"prm", "rewards"},
+    "lab": {"prm"},
 }
-SHARED = {"errors", "trajectory", "data"}
+SHARED = {"errors", "trajectory", "data", "tiny"}
 
 
 def module_name(path: Path) -> str:

@@ -11,9 +11,9 @@ from reasonflux_rl.train.reference import yaml_value
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 # CI extracts the test command from the README, and users paste both lines: they change only on purpose.
-SMOKE_COMMAND = (
-    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/reasonflux-rl tiny-models "
-    "--out outputs/tiny && .venv/bin/reasonflux-rl train --config recipes/smoke/cpu.yaml"
+MAIN_COMMAND = (
+    'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[plots]" && .venv/bin/reasonflux-rl train '
+    "--config recipes/lab/cpu.yaml"
 )
 TEST_COMMAND = 'python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[test]" && .venv/bin/pytest'
 
@@ -38,7 +38,7 @@ def test_grpo_trainer_snippet_trains(tiny_models, tmp_path, monkeypatch):
 
 
 def test_the_set_up_commands_are_the_ones_users_and_ci_know():
-    assert block_after("smoke-command") == SMOKE_COMMAND + "\n"
+    assert block_after("main-command") == MAIN_COMMAND + "\n"
     assert block_after("test-command") == TEST_COMMAND + "\n"
 
 
@@ -49,7 +49,7 @@ def test_ci_runs_the_readme_test_command():
     ).stdout.strip()
     assert command == block_after("test-command").strip()
     assert command.endswith(".venv/bin/pytest")
-    assert "\n" not in block_after("smoke-command").strip()
+    assert "\n" not in block_after("main-command").strip()
 
 
 def test_the_readme_is_a_quick_start():

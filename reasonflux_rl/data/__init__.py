@@ -1,4 +1,5 @@
-"""Data: the problems shipped with the package (``smoke_math.jsonl``, 96 small math problems with reference answers)
+"""Data: the problems shipped with the package (``smoke_math.jsonl``, 96 small math problems with reference answers;
+``lab_train.jsonl`` and ``lab_test.jsonl``, the lab's problems, written by ``reasonflux_rl.lab.task.dataset_rows``)
 and one loader for every place a command reads a table from."""
 
 from __future__ import annotations
@@ -8,6 +9,15 @@ from pathlib import Path
 
 SMOKE_MATH_PATH = Path(__file__).with_name("smoke_math.jsonl")
 BUILTIN = "builtin:smoke_math"
+LAB = "builtin:lab"
+LAB_SPLITS = ("train", "test")
+
+
+def lab_path(split: str) -> Path:
+    """Where the lab's problems of ``split`` (``train`` or ``test``) are shipped."""
+    if split not in LAB_SPLITS:
+        raise ValueError(f"{LAB} has the splits {list(LAB_SPLITS)}, not {split!r}")
+    return Path(__file__).with_name(f"lab_{split}.jsonl")
 
 
 def load_smoke_math() -> list[dict[str, str]]:
@@ -27,20 +37,25 @@ def load_smoke_math() -> list[dict[str, str]]:
 
 def load_table(name: str, config: str | None = None, split: str = "train"):
     """A ``datasets.Dataset`` from a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file, a ``save_to_disk``
-    directory (a ``DatasetDict`` gives its ``split``), ``builtin:smoke_math``, or a hub dataset name.
+    directory (a ``DatasetDict`` gives its ``split``), ``builtin:smoke_math``, ``builtin:lab`` (its ``train`` or
+    ``test`` split), or a hub dataset name.
 
     Example:
     ```python
     >>> from reasonflux_rl.data import load_table
-    >>> load_table("builtin:smoke_math").num_rows
-    96
+    >>> load_table("builtin:smoke_math").num_rows, load_table("builtin:lab", split="test").num_rows
+    (96, 46)
 
     ```
     """
     from datasets import Dataset, load_dataset, load_from_disk
 
     if name == BUILTIN:
+        if split != "train":
+            raise ValueError(f"{BUILTIN} has a train split only, not {split!r}")
         return Dataset.from_list(load_smoke_math())
+    if name == LAB:
+        return load_dataset("json", data_files=str(lab_path(split)), split="train")
     path = Path(name)
     if path.is_file():
         suffix = path.suffix.lstrip(".")

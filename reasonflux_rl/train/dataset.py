@@ -42,15 +42,17 @@ class TrainScriptArguments(ScriptArguments):
     dataset_name: str | None = field(default=BUILTIN, metadata={"help": "Dataset to train on."})
     eval_holdout_size: int = field(
         default=0,
-        metadata={"help": "Rows held out of the training split (seeded) for evaluation during training; 0 for none."},
+        metadata={"help": "Rows held out of the training split (seeded) for evaluation during training; 0: evaluate "
+                  "on the dataset's dataset_test_split when eval_strategy asks for evaluation."},
     )
     instruction: str = field(
         default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "Appended to each problem when building the prompt."}
     )
 
 
-def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArguments):
-    """Load the training split and make sure it has a ``prompt`` and the reward's gold column.
+def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArguments, split: str | None = None):
+    """Load a split (default: the training split, ``dataset_train_split``) and make sure it has a ``prompt`` and the
+    reward's gold column.
 
     Example:
     ```python
@@ -59,13 +61,16 @@ def load_train_dataset(script_args: TrainScriptArguments, reward_args: RewardArg
     >>> rows = load_train_dataset(TrainScriptArguments(), RewardArguments(prm_beta=0))
     >>> rows.num_rows, rows[0]["prompt"][0]["role"], rows[0]["solution"]
     (96, 'user', '138')
+    >>> lab = TrainScriptArguments(dataset_name="builtin:lab", instruction="")
+    >>> load_train_dataset(lab, RewardArguments(prm_beta=0), split="test")[0]["prompt"][0]["content"]
+    'Start at 2. Apply F then G, in turn, 5 times.'
 
     ```
     """
     name = script_args.dataset_name
     if not name:
         raise ConfigError("dataset_name is required")
-    dataset = load_table(name, config=script_args.dataset_config, split=script_args.dataset_train_split)
+    dataset = load_table(name, config=script_args.dataset_config, split=split or script_args.dataset_train_split)
 
     missing = [c for c in (reward_args.solution_column,) if c not in dataset.column_names]
     if "prompt" not in dataset.column_names and reward_args.problem_column not in dataset.column_names:

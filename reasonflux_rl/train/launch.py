@@ -28,6 +28,7 @@ from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.train.dataset import TrainScriptArguments, load_train_dataset, split_holdout
 from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, preflight, read_accelerate_config
 from reasonflux_rl.train.reference import USAGE, train_help
+from reasonflux_rl.train.verdict import plot_learning_curve, verdict
 from reasonflux_rl.trajectory import THINK_OPEN
 
 __all__ = ["Launch", "TrainScriptArguments", "check_launch", "load_train_dataset", "main", "make_parser",
@@ -328,15 +329,21 @@ def _prepare_run(launch: Launch) -> None:
 
 
 def _datasets(launch: Launch) -> tuple[Any, Any]:
-    """``(train, eval)``: the training split with its prompts, and the held-out rows (None without)."""
-    training_args = launch.training_args
+    """``(train, eval)``: the training split with its prompts, and the evaluation rows (None without evaluation):
+    ``eval_holdout_size`` rows held out of the training split, else the dataset's ``dataset_test_split``."""
+    script_args, training_args = launch.script_args, launch.training_args
     dataset, eval_dataset = split_holdout(
-        load_train_dataset(launch.script_args, launch.reward_args), launch.script_args.eval_holdout_size,
-        training_args.seed,
+        load_train_dataset(script_args, launch.reward_args), script_args.eval_holdout_size, training_args.seed
     )
     strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)  # an IntervalStrategy
     if strategy != "no" and eval_dataset is None:
-        raise ConfigError(f"eval_strategy={strategy!r} needs eval_holdout_size > 0")
+        try:
+            eval_dataset = load_train_dataset(script_args, launch.reward_args, split=script_args.dataset_test_split)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise ConfigError(
+                f"eval_strategy={strategy!r} needs evaluation rows: dataset_test_split="
+                f"{script_args.dataset_test_split!r} could not be loaded ({err}); set eval_holdout_size > 0 instead"
+            ) from None
     return dataset, eval_dataset
 
 
@@ -378,7 +385,8 @@ def _trainer(launch: Launch, reward_funcs: list[Any], dataset: Any, eval_dataset
 
 
 def _train_and_save(trainer: Any, training_args: GRPOConfig, reward_funcs: list[Any]) -> None:
-    """Train; save the model, the metrics and the trainer state to ``output_dir``."""
+    """Train; save the model, the metrics and the trainer state to ``output_dir``; say what the run did (the
+    verdict line, and ``learning_curve.png`` beside ``trainer_state.json``)."""
     try:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model(training_args.output_dir)
@@ -389,6 +397,16 @@ def _train_and_save(trainer: Any, training_args: GRPOConfig, reward_funcs: list[
         # Stops the verification worker processes.
         reward_funcs[0].close()
     trainer.end()
+    if trainer.is_world_process_zero():
+        _say_what_happened(trainer.state.log_history, result.metrics["train_runtime"], training_args)
+
+
+def _say_what_happened(log_history: list[dict[str, Any]], seconds: float, training_args: GRPOConfig) -> None:
+    figure = plot_learning_curve(log_history, Path(training_args.output_dir) / "learning_curve.png",
+                                 title=training_args.run_name or "")
+    print(f"reasonflux-rl train: {verdict(log_history, seconds)}")
+    print(f"reasonflux-rl train: learning curve: {figure}" if figure else
+          'reasonflux-rl train: no learning curve (pip install "reasonflux-rl[plots]" for matplotlib)')
 
 
 def train(launch: Launch) -> None:
@@ -403,8 +421,8 @@ def train(launch: Launch) -> None:
     >>> try:
     ...     train(launch)  # stops at the data, before any weights load
     ... except ValueError as err:
-    ...     print(err)
-    eval_strategy='steps' needs eval_holdout_size > 0
+    ...     print(str(err)[:80])
+    eval_strategy='steps' needs evaluation rows: dataset_test_split='test' could not
 
     ```
     """

@@ -1,0 +1,314 @@
+"""Build the lab's assets: a tokenizer, a warm-started policy (TRL's ``SFTTrainer``) and a step-classifier PRM
+(transformers' ``Trainer``), in the layouts this package loads for DeepSeek-R1-Distill and ReasonFlux-PRM-7B.
+
+``reasonflux-rl lab build --out DIR`` runs it (a few minutes on 2 CPU cores) and prints the policy's held-out
+accuracy (sampled at temperature 1, as GRPO samples, and greedy) and the PRM's held-out step accuracy and recall on
+wrong steps; the shipped assets in ``reasonflux_rl/lab/assets/`` were built by it with the defaults.
+
+The PRM reads exactly what it reads when it scores: training rows come from the scorer's own ``encode`` (its chat
+template, step split and step tags), and each step tag is labelled 1 (right) or 0 (wrong) by the task's own check.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import (
+    DataCollatorForTokenClassification,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Trainer,
+    TrainingArguments,
+)
+from trl import SFTConfig, SFTTrainer
+
+from reasonflux_rl.lab.task import Problem, corpus, problems, step_labels, write
+from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.prm.kinds.step_classifier_model import ARCHITECTURE, Qwen2ForProcessRewardModel
+from reasonflux_rl.tiny import build_tokenizer
+
+IGNORE = -100
+
+
+@dataclass
+class LabBuildArguments:
+    """What ``reasonflux-rl lab build`` builds; every default is what the shipped assets were built with."""
+
+    out: str = field(default="outputs/lab", metadata={"help": "Directory to write tokenizer, policy/ and prm/ into."})
+    functions: int = field(default=4, metadata={"help": "How many of the lab's functions problems use (2-4)."})
+    lengths: list[int] = field(default_factory=lambda: [3, 4, 5], metadata={"help": "Chain lengths of problems."})
+    corruption: float = field(default=0.2, metadata={"help": "Share of corrupted steps in the policy's SFT data."})
+    sft_examples: int = field(default=8000, metadata={"help": "SFT examples (train problems, drawn with repeats)."})
+    sft_epochs: float = field(default=4.0, metadata={"help": "SFT epochs."})
+    sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine)."})
+    prm_examples: int = field(default=8000, metadata={"help": "Labelled trajectories the PRM trains on."})
+    # Measured here: 3 or 6 epochs at 1e-3 gave 84% and 89% held-out step accuracy, 10 gave 100%; 2e-3 and 3e-3 did
+    # not leave the 50/50 plateau.
+    prm_epochs: float = field(default=10.0, metadata={"help": "PRM epochs."})
+    prm_learning_rate: float = field(default=1e-3, metadata={"help": "PRM peak learning rate (cosine)."})
+    prm_corruption: float = field(default=0.5, metadata={"help": "Share of corrupted steps in the PRM's data."})
+    prm_answer_corruption: float = field(default=0.3, metadata={"help": "Share of wrong answers in the PRM's data."})
+    layers: int = field(default=2, metadata={"help": "Decoder layers of the policy and the PRM."})
+    hidden: int = field(default=128, metadata={"help": "Hidden size of the policy and the PRM."})
+    eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out problem in the report."})
+    seed: int = field(default=0, metadata={"help": "Seed of data, initialisation and training."})
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    """Where [`build_lab`] put each asset."""
+
+    policy: Path
+    prm: Path
+    report: Path
+
+
+def lab_tokenizer() -> PreTrainedTokenizerFast:
+    """The lab's byte-level BPE tokenizer, trained on its problems and solutions; ``<think>``/``</think>`` are added
+    (not special) tokens, as in DeepSeek-R1-Distill's, so TRL's decoding keeps them.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.build import lab_tokenizer
+    >>> tok = lab_tokenizer()
+    >>> tok.convert_ids_to_tokens(tok.encode("H(5) = 7")), tok.decode(tok.encode("</think>"))
+    (['H', '(', '5', ')', 'Ġ=', 'Ġ', '7'], '</think>')
+
+    ```
+    """
+    return build_tokenizer(vocab_size=300, texts=list(corpus()))
+
+
+def _decoder_config(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+
+
+def _prompt(tokenizer: PreTrainedTokenizerFast, problem: Problem) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": problem.text}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def sft_dataset(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Dataset:
+    """Prompt/completion rows for the warm start: train problems, steps corrupted at ``args.corruption``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.build import LabBuildArguments, lab_tokenizer, sft_dataset
+    >>> row = sft_dataset(lab_tokenizer(), LabBuildArguments(sft_examples=2))[0]
+    >>> row["prompt"].endswith("<think>\\n"), row["completion"].endswith("$.<|im_end|>")
+    (True, True)
+
+    ```
+    """
+    rng = random.Random(f"sft-{args.seed}")
+    train = problems("train", args.functions, args.lengths)
+    rows = []
+    for _ in range(args.sft_examples):
+        problem = rng.choice(train)
+        completion = write(problem, args.corruption, rng).completion + tokenizer.eos_token
+        rows.append({"prompt": _prompt(tokenizer, problem), "completion": completion})
+    return Dataset.from_list(rows)
+
+
+def train_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2ForCausalLM:
+    """Warm-start a random Qwen2 policy on [`sft_dataset`] with TRL's ``SFTTrainer`` (completion-only loss)."""
+    torch.manual_seed(args.seed)
+    model = Qwen2ForCausalLM(_decoder_config(tokenizer, args))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    config = SFTConfig(
+        output_dir=tempfile.mkdtemp(prefix="lab-sft-"), num_train_epochs=args.sft_epochs,
+        per_device_train_batch_size=64, learning_rate=args.sft_learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=30, logging_steps=25,
+        save_strategy="no", report_to="none", use_cpu=True, seed=args.seed, max_length=256,
+    )
+    SFTTrainer(model=model, args=config, train_dataset=sft_dataset(tokenizer, args), processing_class=tokenizer).train()
+    return model.eval()
+
+
+def prm_dataset(scorer: StepScorer, problems_: Sequence[Problem], count: int, args: LabBuildArguments,
+                rng: random.Random) -> Dataset:
+    """Token rows of ``count`` labelled trajectories, as ``scorer`` encodes them: label 1/0 at each step tag,
+    ignored elsewhere."""
+    rows = []
+    for _ in range(count):
+        problem = rng.choice(problems_)
+        written = write(problem, args.prm_corruption, rng, args.prm_answer_corruption)
+        [row] = scorer.encode(problem.text, written.completion).rows
+        labels = [IGNORE] * len(row)
+        positions = scorer.read_positions(row)
+        if len(positions) != len(written.labels):
+            raise RuntimeError(f"{len(positions)} step tags for {len(written.labels)} labelled steps: {problem}")
+        for position, right in zip(positions, written.labels):
+            labels[position] = int(right)
+        rows.append({"input_ids": row, "labels": labels})
+    return Dataset.from_list(rows)
+
+
+def _step_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    # Cross-entropy at the step tags only: the head's 2 labels are "wrong" (0) and "right" (1), as ReasonFlux-PRM's.
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, 2).float(), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def prm_scorer(model: Qwen2ForProcessRewardModel, tokenizer: PreTrainedTokenizerFast) -> StepScorer:
+    """The scorer of the lab's PRM as training loads it: no system prompt, thinking pre-filled."""
+    return StepScorer(model, tokenizer, system_prompt=None, thinking_prefilled=True)
+
+
+def train_prm(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments,
+              policy: Qwen2ForCausalLM) -> Qwen2ForProcessRewardModel:
+    """Train a step classifier on [`prm_dataset`] with transformers' ``Trainer``, its decoder started from the
+    warm-start policy's (as ReasonFlux-PRM starts from a pretrained Qwen2.5): from random weights, the sparse
+    signal of a few labelled positions per row taught it nothing in the same budget."""
+    torch.manual_seed(args.seed + 1)
+    config = _decoder_config(tokenizer, args)
+    config.architectures = [ARCHITECTURE]
+    model = Qwen2ForProcessRewardModel(config)
+    model.model.load_state_dict(policy.model.state_dict())
+    data = prm_dataset(prm_scorer(model, tokenizer), problems("train", args.functions, args.lengths),
+                       args.prm_examples, args, random.Random(f"prm-{args.seed}"))
+    training = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="lab-prm-"), num_train_epochs=args.prm_epochs,
+        per_device_train_batch_size=64, learning_rate=args.prm_learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=30, logging_steps=25,
+        save_strategy="no", report_to="none", use_cpu=True, seed=args.seed,
+        # The model's forward does not name `labels` (the loss is _step_loss's): keep the column.
+        remove_unused_columns=False,
+    )
+    Trainer(model=model, args=training, train_dataset=data, compute_loss_func=_step_loss,
+            data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)).train()
+    return model.eval()
+
+
+def policy_accuracy(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, problems_: Sequence[Problem],
+                    samples: int, temperature: float | None, seed: int = 0) -> dict[str, float]:
+    """Share of right final answers and of right steps of the policy's completions (``temperature=None``: greedy).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.build import LabBuildArguments, lab_tokenizer, policy_accuracy
+    >>> from reasonflux_rl.lab.task import problems
+    >>> from transformers import Qwen2ForCausalLM
+    >>> from reasonflux_rl.lab.build import _decoder_config
+    >>> tok = lab_tokenizer()
+    >>> untrained = Qwen2ForCausalLM(_decoder_config(tok, LabBuildArguments(layers=1, hidden=32)))
+    >>> policy_accuracy(untrained, tok, problems("eval")[:2], samples=1, temperature=None)["accuracy"]
+    0.0
+
+    ```
+    """
+    torch.manual_seed(seed)
+    batch = [p for p in problems_ for _ in range(samples)]
+    tokenizer.padding_side = "left"
+    encoded = tokenizer([_prompt(tokenizer, p) for p in batch], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**encoded, max_new_tokens=96, do_sample=temperature is not None,
+                             temperature=temperature or 1.0, top_k=None, top_p=None,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    texts = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    labels = [step_labels(p, t) for p, t in zip(batch, texts)]
+    steps = [x for row in labels if row for x in row]
+    return {
+        "accuracy": sum(bool(row) and all(row) for row in labels) / len(batch),
+        "step_accuracy": sum(steps) / len(steps) if steps else 0.0,
+        "well_formed": sum(row is not None for row in labels) / len(batch),
+    }
+
+
+def prm_accuracy(model: Qwen2ForProcessRewardModel, tokenizer: PreTrainedTokenizerFast,
+                 problems_: Sequence[Problem], args: LabBuildArguments, count: int = 400) -> dict[str, float]:
+    """The PRM's step accuracy (score > 0.5 means right) on labelled held-out trajectories, its recall on wrong
+    steps, and how many of the steps were wrong."""
+    scorer = prm_scorer(model, tokenizer)
+    rng = random.Random(f"prm-eval-{args.seed}")
+    written = [(p, write(p, args.prm_corruption, rng, args.prm_answer_corruption))
+               for p in (rng.choice(problems_) for _ in range(count))]
+    results = scorer.score([p.text for p, _ in written], [w.completion for _, w in written])
+    pairs = [(s > 0.5, right) for r, (_, w) in zip(results, written) for s, right in zip(r.step_scores, w.labels)]
+    wrong = [said for said, right in pairs if not right]
+    return {
+        "step_accuracy": sum(said == right for said, right in pairs) / len(pairs),
+        "wrong_step_recall": sum(not said for said in wrong) / len(wrong),
+        "wrong_step_share": len(wrong) / len(pairs),
+    }
+
+
+def build_lab(args: LabBuildArguments) -> LabPaths:
+    """Build and save the tokenizer, policy and PRM into ``args.out``, measure them, and write ``lab.json``."""
+    out = Path(args.out)
+    paths = LabPaths(out / "policy", out / "prm", out / "lab.json")
+    start = time.perf_counter()
+    tokenizer = lab_tokenizer()
+    policy = train_policy(tokenizer, args)
+    policy_seconds = time.perf_counter() - start
+    prm = train_prm(tokenizer, args, policy)
+    held_out = problems("eval", args.functions, args.lengths)
+    report = {
+        "arguments": asdict(args),
+        "policy_sampled": policy_accuracy(policy, tokenizer, held_out, args.eval_samples, 1.0, args.seed),
+        "policy_greedy": policy_accuracy(policy, tokenizer, held_out, 1, None, args.seed),
+        "prm": prm_accuracy(prm, tokenizer, held_out, args),
+        "policy_parameters": sum(p.numel() for p in policy.parameters()),
+        "prm_parameters": sum(p.numel() for p in prm.parameters()),
+        "seconds": {"policy": round(policy_seconds, 1), "prm": round(time.perf_counter() - start - policy_seconds, 1)},
+        "held_out_problems": len(held_out),
+    }
+    for model, path in ((policy, paths.policy), (prm, paths.prm)):
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    paths.report.write_text(json.dumps(report, indent=2) + "\n")
+    return paths
+
+
+def summary(report: dict[str, Any]) -> str:
+    """One line on what a build gives: the policy's accuracy and the PRM's.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.build import summary
+    >>> line = summary({"policy_sampled": {"accuracy": 0.4}, "policy_greedy": {"accuracy": 1.0},
+    ...                 "prm": {"step_accuracy": 0.93, "wrong_step_recall": 0.9}, "seconds": {"policy": 60, "prm": 50}})
+    >>> for part in line.split("; "):
+    ...     print(part)
+    policy: held-out accuracy 40% sampled (T=1), 100% greedy
+    PRM: step accuracy 93%, recall on wrong steps 90%
+    built in 1m50s
+
+    ```
+    """
+    seconds = round(sum(report["seconds"].values()))
+    return (
+        f"policy: held-out accuracy {report['policy_sampled']['accuracy']:.0%} sampled (T=1), "
+        f"{report['policy_greedy']['accuracy']:.0%} greedy; PRM: step accuracy {report['prm']['step_accuracy']:.0%}, "
+        f"recall on wrong steps {report['prm']['wrong_step_recall']:.0%}; built in {seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    """``reasonflux-rl lab build [--out DIR] [--key value ...]``: build the lab's policy and PRM (see
+    [`LabBuildArguments`]) and print what they score."""
+    from transformers import HfArgumentParser
+
+    if not argv or argv[0] != "build":
+        raise SystemExit("usage: reasonflux-rl lab build [--out DIR] [--key value ...] (see --help)")
+    parser = HfArgumentParser(LabBuildArguments, prog="reasonflux-rl lab build", description=__doc__.splitlines()[0])
+    (args,) = parser.parse_args_into_dataclasses(args=list(argv[1:]))
+    paths = build_lab(args)
+    print(summary(json.loads(paths.report.read_text())))
+    print(f"policy: {paths.policy}\nprm:    {paths.prm}\nreport: {paths.report}")

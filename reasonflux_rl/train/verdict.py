@@ -1,0 +1,103 @@
+"""What a finished run says: a one-line verdict from its logged metrics, and its learning curve as a PNG.
+
+Read from ``trainer_state.json``'s ``log_history`` (TRL logs one entry per step and one per evaluation): held-out
+accuracy is the outcome reward's ``eval_outcome/accuracy`` (sampled completions of the evaluation split, judged by
+math-verify), the training curve ``outcome/accuracy`` and ``reasonflux/prm_outcome_corr``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EVAL_ACCURACY = "eval_outcome/accuracy"
+TRAIN_ACCURACY = "outcome/accuracy"
+CORRELATION = "reasonflux/prm_outcome_corr"
+
+
+def curve(log_history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every log entry that has ``key``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.verdict import curve
+    >>> curve([{"step": 0, "eval_outcome/accuracy": 0.3}, {"step": 1, "loss": 0.1},
+    ...        {"step": 10, "eval_outcome/accuracy": 0.5}], "eval_outcome/accuracy")
+    [(0, 0.3), (10, 0.5)]
+
+    ```
+    """
+    return [(int(entry.get("step", 0)), float(entry[key])) for entry in log_history if key in entry]
+
+
+def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
+    """One line on what the run did: held-out accuracy before and after, the steps and time, and the mean
+    PRM-outcome correlation of the training batches.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.verdict import verdict
+    >>> history = [{"step": 0, "eval_outcome/accuracy": 0.31}, {"step": 1, "reasonflux/prm_outcome_corr": 0.6},
+    ...            {"step": 2, "reasonflux/prm_outcome_corr": 0.64}, {"step": 2, "eval_outcome/accuracy": 0.58}]
+    >>> verdict(history, 250)
+    'held-out accuracy 31% -> 58% in 2 steps (4m10s); PRM-outcome correlation 0.62'
+    >>> verdict([{"step": 3, "loss": 0.1}], 5)
+    'trained 3 steps (0m05s); no held-out evaluation (set eval_strategy); no PRM-outcome correlation logged'
+
+    ```
+    """
+    minutes, rest = divmod(round(seconds), 60)
+    took = f"{minutes}m{rest:02d}s"
+    held_out = curve(log_history, EVAL_ACCURACY)
+    steps = max((int(entry.get("step", 0)) for entry in log_history), default=0)
+    if len(held_out) >= 2:
+        head = f"held-out accuracy {held_out[0][1]:.0%} -> {held_out[-1][1]:.0%} in {steps} steps ({took})"
+    else:
+        head = f"trained {steps} steps ({took}); no held-out evaluation (set eval_strategy)"
+    correlations = [value for _, value in curve(log_history, CORRELATION)]
+    tail = (f"PRM-outcome correlation {statistics.fmean(correlations):.2f}" if correlations
+            else "no PRM-outcome correlation logged")
+    return f"{head}; {tail}"
+
+
+def plot_learning_curve(log_history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Held-out and training accuracy against the optimizer step, as a PNG at ``path``; ``None`` (nothing written)
+    without matplotlib (``pip install "reasonflux-rl[plots]"``) or without anything to plot.
+
+    Example:
+    ```python
+    >>> import tempfile, pathlib
+    >>> from reasonflux_rl.train.verdict import plot_learning_curve
+    >>> history = [{"step": 0, "eval_outcome/accuracy": 0.3}, {"step": 1, "outcome/accuracy": 0.4},
+    ...            {"step": 2, "eval_outcome/accuracy": 0.5}]
+    >>> out = plot_learning_curve(history, pathlib.Path(tempfile.mkdtemp()) / "curve.png")
+    >>> out.read_bytes()[:4]
+    b'\\x89PNG'
+
+    ```
+    """
+    held_out, training = curve(log_history, EVAL_ACCURACY), curve(log_history, TRAIN_ACCURACY)
+    if not held_out and not training:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 3.6), dpi=120)
+    if training:
+        axis.plot(*zip(*training), color="#9ab", linewidth=1, label="training batches")
+    if held_out:
+        axis.plot(*zip(*held_out), color="#c33", marker="o", linewidth=2, label="held-out problems")
+    axis.set(xlabel="optimizer step", ylabel="accuracy (sampled, T=1)", ylim=(0, 1), title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
