@@ -53,9 +53,11 @@ def _corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    vocab_size: int = 512, texts: Iterable[str] | None = None, split_digits: bool = False
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``texts`` (default: the shipped math data), with the think tags, step tag
-    and chat template.
+    and chat template; ``split_digits`` makes every digit a token of its own, as Qwen2's tokenizer does.
 
     Example:
     ```python
@@ -67,9 +69,11 @@ def build_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = None) -
     ```
     """
     backend = Tokenizer(models.BPE())
-    # Digits one by one, as Qwen2's tokenizer splits them: a number's tokens do not depend on its neighbours.
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits one by one: a number's tokens then do not depend on its neighbours.
+    backend.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits
+        else byte_level
     )
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

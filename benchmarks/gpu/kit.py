@@ -430,10 +430,11 @@ def reward_share(sizes: Sizes, tokenizer, tmp: Path) -> dict[str, Any]:
         generation = clock.get("GRPOTrainer.transformers.generate", 0.0)
         outcome, prm_seconds = metrics["reasonflux/outcome_seconds"], metrics["reasonflux/prm_seconds"]
         rewards = clock.get("GRPOTrainer._calculate_rewards", outcome + prm_seconds)
-        step = {"step": round(clock["step"], 2), "generation": round(generation, 2),
-                "outcome_reward": round(outcome, 3), "prm_scoring": round(prm_seconds, 3),
-                "optimizer_step": round(clock.get("optimizer_step", 0.0), 3)}
-        step["rest"] = round(clock["step"] - generation - rewards - step["optimizer_step"], 2)
+        # Milliseconds kept: on --cpu a whole step takes well under a second.
+        step = {"step": round(clock["step"], 4), "generation": round(generation, 4),
+                "outcome_reward": round(outcome, 4), "prm_scoring": round(prm_seconds, 4),
+                "optimizer_step": round(clock.get("optimizer_step", 0.0), 4)}
+        step["rest"] = round(clock["step"] - generation - rewards - step["optimizer_step"], 4)
         step["reward_fraction"] = round((outcome + prm_seconds) / clock["step"], 3)
         step["trl_profiling"] = {k: round(v, 3) for k, v in sorted(clock.items()) if k.startswith("GRPOTrainer.")}
         steps.append(step)

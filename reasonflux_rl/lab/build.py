@@ -86,7 +86,7 @@ def lab_tokenizer() -> PreTrainedTokenizerFast:
 
     ```
     """
-    return build_tokenizer(vocab_size=300, texts=list(corpus()))
+    return build_tokenizer(vocab_size=300, texts=list(corpus()), split_digits=True)
 
 
 def _decoder_config(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2Config:

@@ -27,8 +27,9 @@ class TrainScriptArguments(ScriptArguments):
     """Dataset keys of ``reasonflux-rl train``, on top of TRL's ``ScriptArguments``.
 
     ``dataset_name`` is a hub name, a directory written by ``save_to_disk``, a local ``.jsonl``/``.json``/``.parquet``
-    file, or ``builtin:smoke_math`` (the problems shipped with the package). Rows need the problem column; a ``prompt``
-    column is built from it (a user turn with ``instruction`` appended) unless the dataset already has one.
+    file, ``builtin:smoke_math`` or ``builtin:lab`` (the problems shipped with the package; the lab's held-out ones are
+    its ``test`` split). Rows need the problem column; a ``prompt`` column is built from it (a user turn with
+    ``instruction`` appended) unless the dataset already has one.
 
     Example:
     ```python
