@@ -12,10 +12,13 @@ temperature 1 (as GRPO samples), judged by the outcome reward, every ``eval_step
 - ``arms[name]``: ``final_accuracy_mean``/``_sd`` over seeds, ``auc`` (held-out accuracy averaged over the run,
   trapezoids over steps, in points), ``steps_to_outcome_final`` (first evaluated step at which the arm's mean curve
   reaches the outcome-only arm's final mean accuracy; null if never), and the mean curve.
-- ``best_prm_arm`` (largest AUC among the arms that use the PRM), ``auc_gain_vs_outcome`` (points) and
+- ``best_prm_arm`` (largest AUC among the arms that use the PRM at the sequence level), ``auc_gain_vs_outcome`` and
   ``auc_gain_significant`` (the gain exceeds twice its standard error across seeds).
 - ``target``: the best PRM arm reaches the outcome-only arm's final accuracy in at most 2/3 of the steps, beyond seed
   noise; ``target_met`` and, when it is not, ``finding`` says what the numbers show.
+- ``dense_credit``: the best step-level credit arm (``prm_credit`` ``suffix_sum``/``soft_min``) against the same
+  targets of the step-level credit issue: outcome-only's final accuracy in at most half the steps, and an AUC above
+  the sequence-level arm of the same beta (``prm_mixed_beta0.5``) beyond seed noise.
 - ``prm_step_accuracy``, ``prm_wrong_step_recall``, ``policy_start_accuracy``: from the assets' build report.
 
 Runs land in ``--out``; running again with the same ``--out`` reuses the runs that finished.
@@ -39,15 +42,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes/lab/cpu.yaml"
 ASSETS = REPO / "reasonflux_rl/lab/assets"
-# Each arm: the reward keys it sets on top of the recipe. More arms (e.g. step-level credit) go here.
+# Each arm: the reward keys it sets on top of the recipe.
 ARMS: dict[str, dict[str, str]] = {
     "outcome_only": {"prm_beta": "0"},
     "prm_mixed_beta0.5": {"prm_beta": "0.5", "prm_normalisation": "none"},
     "prm_mixed_beta0.5_group_zscore": {"prm_beta": "0.5", "prm_normalisation": "group_zscore"},
     "prm_only": {"prm_beta": "1", "prm_normalisation": "none"},
+    "dense_suffix_sum_beta0.5": {"prm_beta": "0.5", "prm_credit": "suffix_sum"},
+    "dense_soft_min_beta0.5": {"prm_beta": "0.5", "prm_credit": "soft_min"},
 }
 OUTCOME = "outcome_only"
+SEQUENCE_ARM = "prm_mixed_beta0.5"
 STEPS_FRACTION_TARGET = 2 / 3
+DENSE_STEPS_FRACTION_TARGET = 1 / 2
 EVAL_KEY = "eval_outcome/accuracy"
 
 
@@ -116,15 +123,13 @@ def summarise_arm(histories: list[list[dict[str, Any]]], outcome_final: float | 
 
 
 def compare(arms: dict[str, dict[str, Any]], steps: int) -> dict[str, Any]:
-    """The best PRM arm against outcome only: AUC gain and its significance, steps to reach, the target."""
-    prm_arms = [a for a in arms if a != OUTCOME]
+    """The best sequence-level PRM arm against outcome only: AUC gain and its significance, steps to reach, the
+    target (dense arms are [`compare_dense`]'s)."""
+    prm_arms = [a for a in arms if a != OUTCOME and not dense(a)]
     if OUTCOME not in arms or not prm_arms:
         return {"best_prm_arm": None, "target_met": None, "finding": "needs outcome_only and a PRM arm"}
     best = max(prm_arms, key=lambda a: arms[a]["auc"])
-    gain = arms[best]["auc"] - arms[OUTCOME]["auc"]
-    seeds = [arms[best]["auc_per_seed"], arms[OUTCOME]["auc_per_seed"]]
-    n = len(seeds[0])
-    error = math.sqrt(sum(statistics.variance(s) / n for s in seeds)) if n > 1 else float("inf")
+    gain, error = auc_gain(arms[best], arms[OUTCOME])
     significant = gain > 2 * error
     reached = arms[best]["steps_to_outcome_final"]
     fast_enough = reached is not None and reached <= STEPS_FRACTION_TARGET * steps
@@ -146,6 +151,60 @@ def compare(arms: dict[str, dict[str, Any]], steps: int) -> dict[str, Any]:
             + _why(arms[OUTCOME])
         )
     return result
+
+
+def dense(arm: str) -> bool:
+    """Whether ``arm`` puts the PRM's step scores on the tokens (``prm_credit`` other than ``sequence``)."""
+    return ARMS[arm].get("prm_credit", "sequence") != "sequence"
+
+
+def auc_gain(arm: dict[str, Any], baseline: dict[str, Any]) -> tuple[float, float]:
+    """AUC of ``arm`` minus that of ``baseline`` (points), and the standard error of that difference over seeds."""
+    seeds = [arm["auc_per_seed"], baseline["auc_per_seed"]]
+    n = len(seeds[0])
+    error = math.sqrt(sum(statistics.variance(s) / n for s in seeds)) if n > 1 else float("inf")
+    return arm["auc"] - baseline["auc"], error
+
+
+def compare_dense(arms: dict[str, dict[str, Any]], steps: int) -> dict[str, Any]:
+    """The best dense-credit arm against outcome only (steps to its final accuracy) and against the sequence-level
+    arm of the same beta (AUC gain beyond seed noise)."""
+    dense_arms = [a for a in arms if dense(a)]
+    if not dense_arms or OUTCOME not in arms or SEQUENCE_ARM not in arms:
+        return {}
+    best = max(dense_arms, key=lambda a: arms[a]["auc"])
+    gain, error = auc_gain(arms[best], arms[SEQUENCE_ARM])
+    reached = arms[best]["steps_to_outcome_final"]
+    fast_enough = reached is not None and reached <= DENSE_STEPS_FRACTION_TARGET * steps
+    significant = gain > 2 * error
+    result = {
+        "best_dense_arm": best,
+        "steps_to_outcome_final": reached,
+        "auc_gain_vs_sequence": round(gain, 2),
+        "auc_gain_vs_sequence_standard_error": None if math.isinf(error) else round(error, 2),
+        "auc_gain_vs_sequence_significant": significant,
+        "target": f"best dense arm reaches outcome_only's final accuracy in <= {DENSE_STEPS_FRACTION_TARGET:.2f} of "
+                  f"the {steps} steps, and beats {SEQUENCE_ARM}'s AUC beyond seed noise",
+        "target_met": bool(fast_enough and significant),
+    }
+    result["per_arm"] = {arm: _against_baselines(arms, arm) for arm in dense_arms}
+    if not result["target_met"]:
+        result["finding"] = (
+            f"{best} reached outcome_only's final accuracy at step {reached} of {steps} "
+            f"({'within' if fast_enough else 'not within'} half the steps); AUC {gain:+.1f} points against "
+            f"{SEQUENCE_ARM}, standard error {error:.1f} ({'beyond' if significant else 'within'} seed noise)."
+        )
+    return {"dense_credit": result}
+
+
+def _against_baselines(arms: dict[str, dict[str, Any]], arm: str) -> dict[str, Any]:
+    """One arm's AUC gain (and its standard error) against outcome only and against the sequence-level arm."""
+    out: dict[str, Any] = {"steps_to_outcome_final": arms[arm]["steps_to_outcome_final"]}
+    for name, baseline in (("outcome", OUTCOME), ("sequence", SEQUENCE_ARM)):
+        gain, error = auc_gain(arms[arm], arms[baseline])
+        out[f"auc_gain_vs_{name}"] = round(gain, 2)
+        out[f"auc_gain_vs_{name}_standard_error"] = None if math.isinf(error) else round(error, 2)
+    return out
 
 
 def _why(outcome: dict[str, Any]) -> str:
@@ -202,6 +261,7 @@ def measure(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: 
         "policy_start_accuracy": round(build["policy_sampled"]["accuracy"], 4),
         "arms": arms,
         **compare(arms, steps),
+        **compare_dense(arms, steps),
         # Training time of every run, reused ones included (train_runtime, evaluation included), and this call's.
         "train_seconds_total": round(sum(
             json.loads((out / f"{arm}-seed{seed}" / "train_results.json").read_text())["train_runtime"]

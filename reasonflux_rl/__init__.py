@@ -1,3 +1,29 @@
-"""reasonflux-rl: trajectory-aware process reward models (ReasonFlux-PRM and peers) as GRPO rewards in TRL."""
+"""reasonflux-rl: trajectory-aware process reward models (ReasonFlux-PRM and peers) as GRPO rewards in TRL.
+
+The public API, imported lazily (importing the package loads neither TRL nor a model):
+[`RewardArguments`], [`build_reward_funcs`], [`load_scorer`], [`token_advantages`] (step scores to per-token
+advantages) and [`DenseCreditGRPOTrainer`].
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "RewardArguments": "reasonflux_rl.rewards.config",
+    "build_reward_funcs": "reasonflux_rl.rewards.build",
+    "load_scorer": "reasonflux_rl.prm.loader",
+    "token_advantages": "reasonflux_rl.rewards.credit",
+    "DenseCreditGRPOTrainer": "reasonflux_rl.rewards.dense_trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

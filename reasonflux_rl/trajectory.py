@@ -36,6 +36,33 @@ class Trajectory:
     had_think_tag: bool
 
 
+def trajectory_regions(completion: str, thinking_prefilled: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where the thinking trajectory and the final response lie in ``completion``: two ``(start, end)`` character
+    spans, unstripped, without the think tags (see [`split_trajectory`] for the rules).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.trajectory import trajectory_regions
+    >>> c = "<think>\\nTry 2+2.\\n</think>\\n\\n4"
+    >>> thinking, response = trajectory_regions(c)
+    >>> c[slice(*thinking)], c[slice(*response)]
+    ('\\nTry 2+2.\\n', '\\n\\n4')
+
+    ```
+    """
+    if not isinstance(completion, str):
+        raise TypeError(f"completion must be a str, got {type(completion).__name__}")
+    end = len(completion)
+    cut = completion.rfind(THINK_CLOSE)
+    if cut < 0:
+        if THINK_OPEN in completion:
+            return (completion.index(THINK_OPEN) + len(THINK_OPEN), end), (end, end)
+        return ((0, end), (end, end)) if thinking_prefilled else ((0, 0), (0, end))
+    open_at = completion.find(THINK_OPEN, 0, cut)
+    start = 0 if open_at < 0 else open_at + len(THINK_OPEN)
+    return (start, cut), (cut + len(THINK_CLOSE), end)
+
+
 def split_trajectory(completion: str, thinking_prefilled: bool = False) -> Trajectory:
     """Split ``completion`` into thinking trajectory and final response at the last ``</think>``.
 
@@ -58,22 +85,42 @@ def split_trajectory(completion: str, thinking_prefilled: bool = False) -> Traje
 
     ```
     """
-    if not isinstance(completion, str):
-        raise TypeError(f"completion must be a str, got {type(completion).__name__}")
-    cut = completion.rfind(THINK_CLOSE)
-    if cut < 0:
-        if THINK_OPEN in completion:
-            thinking = completion.split(THINK_OPEN, 1)[1]
-            return Trajectory(thinking=thinking.strip(), response="", closed=False, had_think_tag=True)
-        if thinking_prefilled:
-            return Trajectory(thinking=completion.strip(), response="", closed=False, had_think_tag=False)
-        return Trajectory(thinking="", response=completion.strip(), closed=True, had_think_tag=False)
-    thinking = completion[:cut]
-    open_at = thinking.find(THINK_OPEN)
-    if open_at >= 0:
-        thinking = thinking[open_at + len(THINK_OPEN) :]
-    response = completion[cut + len(THINK_CLOSE) :]
-    return Trajectory(thinking=thinking.strip(), response=response.strip(), closed=True, had_think_tag=True)
+    thinking, response = trajectory_regions(completion, thinking_prefilled)
+    closed = THINK_CLOSE in completion or (THINK_OPEN not in completion and not thinking_prefilled)
+    return Trajectory(
+        thinking=completion[slice(*thinking)].strip(),
+        response=completion[slice(*response)].strip(),
+        closed=closed,
+        had_think_tag=THINK_CLOSE in completion or THINK_OPEN in completion,
+    )
+
+
+def step_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Character spans of the steps of ``text[start:end]``: split on blank lines, each stripped, empty ones dropped.
+
+    ``text[s:e]`` for each span is exactly what [`split_steps`] returns, located in ``text``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.trajectory import step_spans
+    >>> step_spans("  One.\\n\\nTwo.\\n \\n")
+    [(2, 6), (8, 12)]
+
+    ```
+    """
+    end = len(text) if end is None else end
+    spans = []
+    piece_start = start
+    for separator in [*_BLANK_LINE.finditer(text, start, end), None]:
+        piece_end = end if separator is None else separator.start()
+        piece = text[piece_start:piece_end]
+        stripped = piece.strip()
+        if stripped:
+            first = piece_start + len(piece) - len(piece.lstrip())
+            spans.append((first, first + len(stripped)))
+        if separator is not None:
+            piece_start = separator.end()
+    return spans
 
 
 def split_steps(text: str) -> list[str]:
@@ -87,7 +134,7 @@ def split_steps(text: str) -> list[str]:
 
     ```
     """
-    return [step.strip() for step in _BLANK_LINE.split(text) if step.strip()]
+    return [text[s:e] for s, e in step_spans(text)]
 
 
 def completion_text(completion: str | list[dict]) -> str:

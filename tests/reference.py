@@ -6,8 +6,11 @@ from functools import lru_cache
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT
 from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
+
+# The model card's system prompt, written out here so that a change to the implementation's default cannot move the
+# reference with it.
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def reference_step_scores(path, problem, steps):
@@ -15,7 +18,7 @@ def reference_step_scores(path, problem, steps):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = Qwen2ForProcessRewardModel.from_pretrained(path, dtype=torch.float32).eval()
     messages = [
-        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": problem},
         {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
     ]

@@ -8,6 +8,7 @@ from jsonl_helpers import write_jsonl
 from PIL import Image
 
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.kinds.step_classifier import StepScores
 from reasonflux_rl.tools import bon
 from reasonflux_rl.tools.bon import best_of_n, main, resolve_backend
@@ -210,3 +211,95 @@ def test_candidates_of_a_prefilling_template_point_to_bons_flag(known, tmp_path,
     run_bon(data, tmp_path / "again.json", "--no-plot", "--thinking-prefilled")
     assert "never opened" not in capsys.readouterr().err + caplog.text
 
+
+
+ALL_SCORED = [c for i in (0, 2, 6) for c in HAND_MADE[i]["candidates"][:4]]  # the 12 candidates bon scores
+
+
+def test_bon_cuts_a_torn_cache_line_and_rescores_only_that_candidate(monkeypatch, tmp_path):
+    data = write_jsonl(tmp_path / "bon.jsonl", HAND_MADE)
+    crashing = KnownScores(crash_on=2)
+    monkeypatch.setattr(bon, "scorer_from_args", lambda args: crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    cache = tmp_path / "bon.prm-cache.jsonl"
+    # The kill landed in the middle of writing candidate 5's record.
+    with open(cache, "a") as handle:
+        handle.write('{"index": 5, "step_scores": [0.')
+
+    resumed = KnownScores()
+    monkeypatch.setattr(bon, "scorer_from_args", lambda args: resumed)
+    result = run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    assert resumed.completions == ALL_SCORED[5:]  # from the torn one on, each once
+    assert [p["prm_scores"] for p in result["per_problem"]] == HAND_SCORES
+    assert result["table"] == [pytest.approx(row) for row in HAND_TABLE]
+    assert [json.loads(line)["index"] for line in cache.read_text().splitlines()] == list(range(12))
+
+
+def test_bon_keeps_its_prm_scores_where_cache_says(known, tmp_path):
+    data = write_jsonl(tmp_path / "bon.jsonl", HAND_MADE)
+    cache = tmp_path / "caches" / "hand.jsonl"  # in a folder that does not exist yet
+    result = run_bon(data, tmp_path / "bon.json", "--cache", str(cache), "--no-plot")
+    assert result["cache"] == str(cache)
+    assert [json.loads(line)["step_scores"][0] for line in cache.read_text().splitlines()] == [
+        s for row in HAND_SCORES for s in row]
+    assert (tmp_path / "caches" / "hand.jsonl.meta.json").exists()
+    assert not (tmp_path / "bon.prm-cache.jsonl").exists()
+
+    # The same --cache from another output: everything is read back, nothing scored.
+    again = run_bon(data, tmp_path / "other.json", "--cache", str(cache), "--no-plot")
+    assert known.calls == 1 and again["table"] == result["table"]
+    # Without --cache the default beside the output is a fresh cache: all twelve are scored again.
+    run_bon(data, tmp_path / "third.json", "--no-plot")
+    assert known.completions == ALL_SCORED * 2 and (tmp_path / "third.prm-cache.jsonl").exists()
+
+
+class CountingScorer:
+    """The real tiny PRM behind a counter, crashing on its `crash_on`-th call (a killed job)."""
+
+    def __init__(self, scorer, crash_on=None):
+        self.scorer, self.crash_on, self.calls, self.completions = scorer, crash_on, 0, []
+
+    def score(self, problems, completions):
+        self.calls += 1
+        if self.calls == self.crash_on:
+            raise KeyboardInterrupt("killed")
+        self.completions += completions
+        return self.scorer.score(problems, completions)
+
+
+def test_an_interrupted_policy_run_resumes_from_its_cache(tiny_models, tmp_path, monkeypatch):
+    problems = [{"problem": f"{a}+{a}?", "solution": str(2 * a)} for a in (1, 2, 3)]
+    data = write_jsonl(tmp_path / "problems.jsonl", problems)
+    out = tmp_path / "bon.json"
+    command = ["--input", str(data), "--prm", str(tiny_models.prm), "--output", str(out), "--policy",
+               str(tiny_models.policy), "--n", "2", "--backend", "transformers", "--max-new-tokens", "6",
+               "--workers", "1", "--no-plot", "--no-progress", "--chunk-size", "2"]
+    real = bon.scorer_from_args
+    scorers = []
+
+    def patched(args):
+        scorers.append(CountingScorer(real(args), crash_on=2 if not scorers else None))
+        return scorers[-1]
+
+    monkeypatch.setattr(bon, "scorer_from_args", patched)
+    with pytest.raises(KeyboardInterrupt):
+        main(command)
+    saved = [json.loads(line) for line in (tmp_path / "bon.candidates.jsonl").read_text().splitlines()]
+    candidates = [c for row in saved for c in row["candidates"]]
+    assert scorers[0].completions == candidates[:2] and not out.exists()
+
+    # The same command samples the same candidates (same seed), so the cache of the first run holds for them.
+    main(command)
+    assert scorers[1].completions == candidates[2:]
+    assert [json.loads(line)["index"] for line in (tmp_path / "bon.prm-cache.jsonl").read_text().splitlines()] == [
+        0, 1, 2, 3, 4, 5]
+    result = json.loads(out.read_text())
+    first = load_scorer(tiny_models.prm).score([p["problem"] for p in problems for _ in range(2)], candidates)
+    assert [s for p in result["per_problem"] for s in p["prm_scores"]] == pytest.approx(
+        [sum(r.step_scores) / len(r.step_scores) for r in first], abs=1e-6)
+
+    # The saved candidates as --input (no --policy) make the same pairs: the same cache, nothing rescored.
+    main(["--input", str(tmp_path / "bon.candidates.jsonl"), "--prm", str(tiny_models.prm), "--output", str(out),
+          "--workers", "1", "--no-plot", "--no-progress"])
+    assert len(scorers) == 2 and json.loads(out.read_text())["table"] == result["table"]

@@ -26,7 +26,8 @@ def test_every_section_ran(kit):
     assert results["summary"] == summary
     assert summary["sections_failed"] == []
     assert set(results["sections_seconds"]) == {"environment", "matmul_peak", "prm_scoring_tiny-a",
-                                                "prm_scoring_tiny-b", "grpo_smoke", "reward_share"}
+                                                "prm_scoring_tiny-b", "grpo_smoke", "grpo_dense_credit",
+                                                "reward_share"}
     assert results["mode"] == "cpu" and results["matmul_peak"]["tflops"] > 0
 
 
@@ -56,6 +57,13 @@ def test_grpo_smoke_trains_two_steps_and_logs_the_reward(kit):
     for metric in ("mixed_mean", "outcome_mean", "prm_mean", "prm_seconds", "outcome_seconds", "beta"):
         assert f"reasonflux/{metric}" in smoke["reward_metrics"]
     assert smoke["wandb_offline_run"]
+
+
+def test_grpo_dense_credit_puts_step_scores_on_the_tokens(kit):
+    results, summary = kit
+    dense = results["grpo_dense_credit"]
+    assert summary["grpo_dense_credit_passed"] and "--prm_credit suffix_sum" in dense["command"]
+    assert dense["last_step"]["reasonflux/process_advantage_std"] > 0
 
 
 def test_reward_share_splits_each_step(kit):

@@ -95,7 +95,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def reward():
-    with OutcomeReward(num_workers=2, timeout_seconds=2.0) as reward:
+    # Nothing here tests timeouts (test_outcome_pool.py does): a limit no item reaches on a loaded machine, so that
+    # a slow sympy item is judged, not scored 0.0 as a timeout.
+    with OutcomeReward(num_workers=2, timeout_seconds=60.0) as reward:
         yield reward
 
 
@@ -159,7 +161,7 @@ def test_metrics_and_extra_columns(reward):
     assert metrics["outcome/timeouts"] == 0
     assert metrics["outcome/worker_restarts"] == 0
     assert metrics["outcome/worker_failures"] == 0
-    assert 0 < metrics["outcome/max_item_seconds"] < 2.0
+    assert 0 < metrics["outcome/max_item_seconds"] < reward.timeout_seconds  # no item timed out
     assert extra["answer_parsed"][:3] == ["[4, '4']", "[5, '5']", "[truncated]"]
     assert extra["gold_parsed"][0] == "[4, '4']" and extra["gold_parsed"][4] == "[unparseable]"
 
@@ -187,7 +189,7 @@ def test_bad_input_is_rejected(reward):
         reward.score(["\\boxed{1}", "\\boxed{2}"], ["1", ["2"]])
     with pytest.raises(TypeError, match="row 0: .* got bool"):
         reward.score(["\\boxed{1}"], [True])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="a completion must be a string or a conversational list .* got dict"):
         reward([{"not": "a message list"}], solution=["1"])
     assert reward.score([], []) == []
 
@@ -303,7 +305,8 @@ def test_module_level_reward_reads_the_reasonflux_environment(monkeypatch, fresh
     monkeypatch.setenv("REASONFLUX_OUTCOME_TIMEOUT_SECONDS", "2.5")
     monkeypatch.setenv("REASONFLUX_OUTCOME_NUM_WORKERS", "1")
     monkeypatch.setenv("REASONFLUX_SOLUTION_COLUMN", "answer")
-    # PRM settings belong to the mixed reward: a PRM path that does not exist, or none with beta > 0, is not our concern.
+    # PRM settings belong to the mixed reward: a PRM path that does not exist, or none with beta > 0, is not our
+    # concern.
     monkeypatch.setenv("REASONFLUX_PRM_BETA", "0.9")
     # Pre-filled thinking: a completion without </think> was cut off, and scores 0 although its box is right.
     completions = ["2 + 2 is \\boxed{4} and then", "2 + 2\n</think>\n\\boxed{4}"]

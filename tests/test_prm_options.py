@@ -36,7 +36,8 @@ from reasonflux_rl.rewards.config import RewardArguments
 OWN_KEYS = {
     "prm_beta", "prm_beta_schedule", "prm_beta_schedule_steps", "reward_mode", "prm_name_or_path", "prm_normalisation",
     "prm_on_failure", "outcome_require_closed_thinking", "outcome_timeout_seconds", "outcome_num_workers",
-    "solution_column", "problem_column",
+    "solution_column", "problem_column", "prm_credit", "prm_credit_temperature", "prm_step_transform",
+    "prm_step_clip_threshold",
 }
 # Flags of the commands that are not PRM options: the checkpoint itself and how the commands work.
 OWN_FLAGS = {"prm", "chunk_size", "no_progress"}

@@ -61,7 +61,8 @@ def test_sample_scores_do_not_depend_on_its_batch(scorer):
     order = [3, 0, 5, 1, 4, 2]
     shuffled = scorer.score([PROBLEM] * 6, [completions[i] for i in order])
     for position, i in enumerate(order):
-        torch.testing.assert_close(torch.tensor(shuffled[position].step_scores), torch.tensor(alone[i]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(shuffled[position].step_scores), torch.tensor(alone[i]), atol=1e-5,
+                                   rtol=0)
     for a, b in zip(alone, batched):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
 
@@ -73,24 +74,6 @@ def test_small_token_budget_gives_same_scores_as_one_big_batch(tiny_models):
     small = StepScorer.from_pretrained(tiny_models.prm, batch_tokens=300).score([PROBLEM] * 8, completions)
     for a, b in zip(big, small):
         torch.testing.assert_close(torch.tensor(a.step_scores), torch.tensor(b.step_scores), atol=1e-5, rtol=0)
-
-
-def test_over_long_input_drops_oldest_steps_and_scores_only_kept_ones(tiny_models):
-    rng = random.Random(3)
-    completion = random_completion(rng, 40, 2)
-    steps = trajectory_steps(completion)
-    scorer = StepScorer.from_pretrained(tiny_models.prm, max_length=256)
-    [result] = scorer.score([PROBLEM], [completion])
-    assert result.num_steps == len(steps) == 42
-    assert 0 < result.dropped_steps < len(steps)
-    assert len(result.step_scores) == len(steps) - result.dropped_steps
-    assert result.dropped_fraction == pytest.approx(result.dropped_steps / 42)
-    kept = steps[result.dropped_steps :]
-    expected = reference_step_scores(tiny_models.prm, PROBLEM, kept)
-    torch.testing.assert_close(torch.tensor(result.step_scores), torch.tensor(expected), atol=1e-5, rtol=0)
-    # Fewest steps dropped: one more step would not have fitted.
-    longer = scorer._ids(PROBLEM, steps[result.dropped_steps - 1 :])
-    assert len(longer) > 256
 
 
 def test_empty_completion_has_no_steps_and_no_score(scorer):

@@ -213,3 +213,85 @@ def test_a_failed_load_leaves_no_output_and_a_killed_run_says_what_it_left(tiny_
     err = capsys.readouterr().err
     assert f"6 of 10 rows are stored in {output}; run the same command again to resume after them" in err
     assert len(output.read_text().splitlines()) == 6
+
+
+def _lines(path):
+    return path.read_text().splitlines(keepends=True)
+
+
+def duplicate_row(output, meta, input_file):
+    output.write_text("".join(_lines(output) + [_lines(output)[3]]))
+
+
+def corrupt_middle_line(output, meta, input_file):
+    lines = _lines(output)
+    lines[4] = '{"index": 4, "score": 0.5, "step_sc\n'  # complete (it ends in a newline), so not a torn tail
+    output.write_text("".join(lines))
+
+
+def middle_line_without_index(output, meta, input_file):
+    lines = _lines(output)
+    lines[4] = '{"row": 4, "score": 0.5}\n'
+    output.write_text("".join(lines))
+
+
+def middle_line_with_a_text_index(output, meta, input_file):
+    lines = _lines(output)
+    lines[4] = lines[4].replace('"index": 4', '"index": "4"')
+    output.write_text("".join(lines))
+
+
+def delete_meta(output, meta, input_file):
+    meta.unlink()
+
+
+def older_version(output, meta, input_file):
+    stored = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**stored, "version": 1}))
+
+
+def meta_not_json(output, meta, input_file):
+    meta.write_text('{"version": 2, "settings"')
+
+
+def edit_input_row(output, meta, input_file):
+    lines = _lines(input_file)
+    lines[2] = lines[2].replace("(2)", "(two)")
+    input_file.write_text("".join(lines))
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (duplicate_row, r"out\.jsonl holds row index 3 twice \(line 11\); delete it to rescore"),
+        (corrupt_middle_line, r"out\.jsonl line 5 is not a stored row \(.*\); delete it to rescore"),
+        (middle_line_without_index, r"out\.jsonl line 5 is not a stored row \('index'\)"),
+        (middle_line_with_a_text_index, r"out\.jsonl line 5 is not a stored row \(index '4' is not an integer\)"),
+        (delete_meta, r"out\.jsonl exists but out\.jsonl\.meta\.json does not: cannot tell which settings wrote it"),
+        (older_version, r"written with other settings \(store version: 1 then, 2 now\)"),
+        (meta_not_json, r"out\.jsonl\.meta\.json is not a settings file written by reasonflux-rl"),
+        (edit_input_row, r"written with an input whose rows have changed since"),
+    ],
+)
+def test_a_store_that_cannot_be_trusted_is_refused_and_left_as_it_is(tiny_models, input_file, tmp_path, monkeypatch,
+                                                                      damage, message):
+    output, meta = tmp_path / "out.jsonl", tmp_path / "out.jsonl.meta.json"
+    run(tiny_models.prm, input_file, output, "--no-progress")
+    damage(output, meta, input_file)
+    before = {path: path.read_bytes() for path in (output, meta) if path.exists()}
+    # Refused before any model loads: resuming from it would mix rows of two runs, or score some twice.
+    monkeypatch.setattr(score_cli, "scorer_from_args", lambda args: pytest.fail("a model was loaded"))
+    with pytest.raises(ConfigError, match=message):
+        run(tiny_models.prm, input_file, output, "--no-progress")
+    # Neither rewritten nor deleted: whoever made it decides (the message says to delete it to rescore).
+    assert {path: path.read_bytes() for path in (output, meta) if path.exists()} == before
+
+
+def test_a_store_whose_only_line_is_torn_starts_over(tiny_models, input_file, tmp_path):
+    output = tmp_path / "out.jsonl"
+    reference = run(tiny_models.prm, input_file, tmp_path / "whole.jsonl", "--no-progress")
+    # Killed while writing the first chunk, before its settings file was even there to compare: nothing is stored,
+    # so there is nothing to trust or refuse.
+    output.write_text('{"index": 0, "id": "r0", "sco')
+    assert_same_rows(run(tiny_models.prm, input_file, output, "--no-progress"), reference)
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["version"] == 2

@@ -13,7 +13,9 @@ the code is checked without a GPU (the test suite does this). Sections, each rec
 3. ``bf16_vs_fp32``: the step scores of ours in bf16 against fp32 on the same (bf16-representable) weights.
 4. ``grpo_smoke``: ``reasonflux-rl train --config recipes/smoke/gpu.yaml`` for 2 steps (tiny policy and PRM, bf16,
    PRM replica on the GPU); it must finish and log the reward metrics.
-5. ``reward_share``: one GRPO step of a 0.5B-shape random policy with the 1.5B-shape PRM (8 prompts x 8 completions,
+5. ``grpo_dense_credit``: the same run with ``--prm_credit suffix_sum``: the per-token advantages of
+   ``DenseCreditGRPOTrainer`` on CUDA tensors; it must finish and log the process-advantage metrics.
+6. ``reward_share``: one GRPO step of a 0.5B-shape random policy with the 1.5B-shape PRM (8 prompts x 8 completions,
    512 new tokens, transformers generation): seconds in generation, the outcome reward, PRM scoring, the optimizer
    step and the rest (log-probabilities, loss, backward), from TRL's own profiling and the reward's metrics.
 """
@@ -285,12 +287,13 @@ def bf16_vs_fp32(model, scorer, calls: list[dict], low: list, sizes: Sizes) -> d
     }
 
 
-def grpo_smoke(sizes: Sizes, tiny: Path, tmp: Path) -> dict[str, Any]:
-    """Section 4: ``reasonflux-rl train`` on the GPU smoke recipe for 2 steps, as a user starts it."""
-    out = tmp / "grpo-smoke"
+def grpo_smoke(sizes: Sizes, tiny: Path, tmp: Path, *extra: str) -> dict[str, Any]:
+    """Sections 4 and 5: ``reasonflux-rl train`` on the GPU smoke recipe for 2 steps, as a user starts it (with
+    ``extra`` arguments: dense credit)."""
+    out = tmp / ("grpo-smoke" + "".join(extra).replace("-", "_"))
     command = [sys.executable, "-m", "reasonflux_rl", "train", "--config", str(REPO / "recipes/smoke/gpu.yaml"),
                "--model_name_or_path", str(tiny / "policy"), "--prm_name_or_path", str(tiny / "prm"),
-               "--output_dir", str(out), "--max_steps", "2"]
+               "--output_dir", str(out), "--max_steps", "2", *extra]
     if sizes.device == "cpu":
         command += ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]
     env = {**os.environ, "WANDB_DIR": str(out), "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -457,6 +460,7 @@ def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     fraction = scoring.get("fraction_of_peak_ours")
     speedup = scoring.get("speedup_vs_per_sample")
     smoke = results.get("grpo_smoke", {})
+    dense = results.get("grpo_dense_credit", {})
     return {
         "shape": shape,
         "fraction_of_peak_ours": fraction,
@@ -467,13 +471,15 @@ def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
         "speedup_vs_per_sample_met": None if speedup is None else speedup >= PER_SAMPLE_TARGET,
         "bf16_vs_fp32_max_abs_diff": results.get("bf16_vs_fp32", {}).get("max_abs_diff"),
         "grpo_smoke_passed": smoke.get("returncode") == 0 and smoke.get("steps_logged") == 2,
+        "grpo_dense_credit_passed": dense.get("returncode") == 0 and dense.get("steps_logged") == 2
+        and "reasonflux/process_advantage_std" in dense.get("reward_metrics", []),
         "reward_fraction_of_step": (results.get("reward_share", {}).get("seconds_measured_step") or {}).get(
             "reward_fraction"),
         "sections_failed": sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v),
     }
 
 
-SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "reward_share")
+SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "grpo_dense_credit", "reward_share")
 
 
 def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
@@ -520,6 +526,7 @@ def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[s
             release_memory(sizes)
         tiny = write_tiny_models(tmp / "tiny").policy.parent
         section("grpo_smoke", lambda: grpo_smoke(sizes, tiny, tmp))
+        section("grpo_dense_credit", lambda: grpo_smoke(sizes, tiny, tmp, "--prm_credit", "suffix_sum"))
         section("reward_share", lambda: reward_share(sizes, tokenizer, tmp))
     return results
 

@@ -4,7 +4,9 @@ Data flows one way: completions -> the outcome reward (``outcome.py``, judged by
 the PRM's step scores -> the formula (``formula.py``: aggregate, eq. 11, normalise, mix as eq. 12) -> one reward per
 completion for TRL (``prm.py``: the reward callables and their metrics). ``config.py`` holds [`RewardArguments`]
 (and reads them from the environment for ``trl grpo``), ``schedule.py`` the beta schedules, ``build.py`` builds the
-reward functions from the config.
+reward functions from the config. Step-level credit puts the PRM's step scores on the tokens instead:
+``step_tokens.py`` finds each step's tokens, ``credit.py`` computes per-token advantages, ``dense_trainer.py`` hands
+them to TRL (``DenseCreditGRPOTrainer``).
 
 For ``trl grpo --reward_funcs``, the dotted paths are ``reasonflux_rl.rewards.mixed_reward``,
 ``reasonflux_rl.rewards.outcome_reward`` and ``reasonflux_rl.rewards.format_reward``.

@@ -133,6 +133,7 @@ def build_reward(
         num_generations=num_generations,
         problem_column=args.problem_column,
         on_failure=args.prm_on_failure,
+        credit=args.credit_options(),
     )
 
 
@@ -178,11 +179,14 @@ def mixed_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> l
     Example:
     ```python
     >>> import os
+    >>> from unittest import mock
     >>> from reasonflux_rl.rewards import build as rewards
-    >>> os.environ.update(REASONFLUX_PRM_BETA="0", REASONFLUX_OUTCOME_NUM_WORKERS="1")
-    >>> rewards.mixed_reward(prompts=["1+1?"], completions=["</think>\\n$\\\\boxed{2}$"], solution=["2"])
+    >>> # Both patches are undone on leaving the block: the environment, and the reward built on the first call.
+    >>> with mock.patch.dict(os.environ, REASONFLUX_PRM_BETA="0", REASONFLUX_OUTCOME_NUM_WORKERS="1"), \\
+    ...         mock.patch.object(rewards, "_default", None):
+    ...     print(rewards.mixed_reward(prompts=["1+1?"], completions=["</think>\\n$\\\\boxed{2}$"], solution=["2"]))
+    ...     rewards._default.close()
     [1.0]
-    >>> rewards._default.close()
 
     ```
     """
@@ -190,7 +194,14 @@ def mixed_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> l
     with _default_lock:
         if _default is None:
             generations = os.environ.get(ENV_PREFIX + "NUM_GENERATIONS")
-            _default = build_reward(reward_arguments_from_env(), int(generations) if generations else None)
+            args = reward_arguments_from_env()
+            if args.credit_options().dense:
+                raise ConfigError(
+                    f"REASONFLUX_PRM_CREDIT={args.prm_credit} gives every token its own advantage, which TRL's "
+                    "GRPOTrainer (trl grpo) cannot take: it takes one reward per completion. Train with "
+                    "`reasonflux-rl train` or, in your own script, reasonflux_rl.DenseCreditGRPOTrainer"
+                )
+            _default = build_reward(args, int(generations) if generations else None)
     return _default(prompts=prompts, completions=completions, **kwargs)
 
 

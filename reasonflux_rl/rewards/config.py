@@ -15,6 +15,7 @@ from transformers import HfArgumentParser
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import CONFIG, OPTIONS, PRMOptions, check_declared, config_fields
 from reasonflux_rl.prm.placement.resolve import resolve_placement
+from reasonflux_rl.rewards.credit import CREDITS, STEP_TRANSFORMS, CreditOptions
 from reasonflux_rl.rewards.formula import NORMALISATIONS
 from reasonflux_rl.rewards.schedule import SCHEDULES
 
@@ -53,6 +54,25 @@ class _MixingArguments:
     prm_normalisation: str = field(
         default="none",
         metadata={"help": f"How PRM trajectory scores are normalised before mixing: one of {NORMALISATIONS}."},
+    )
+    prm_credit: str = field(
+        default="sequence",
+        metadata={"help": f"How the PRM's step scores reach the tokens: one of {CREDITS}. 'sequence' mixes one score "
+                  "per completion (eq. 12); 'suffix_sum' (DeepSeekMath) and 'soft_min' (PURE) give each token the "
+                  "normalised scores of the steps at or after it, mixed with the outcome advantage by prm_beta "
+                  "(DenseCreditGRPOTrainer, docs/reward.md)."},
+    )
+    prm_credit_temperature: float = field(
+        default=0.1, metadata={"help": "Softmin temperature of prm_credit 'soft_min' (PURE); smaller is closer to min."}
+    )
+    prm_step_transform: str = field(
+        default="none",
+        metadata={"help": f"Step-score transform against reward hacking before dense credit: one of {STEP_TRANSFORMS} "
+                  "(Gao et al. 2024: 'clip' makes each step min(score - prm_step_clip_threshold, 0), 'delta' the "
+                  "difference to the next step's score)."},
+    )
+    prm_step_clip_threshold: float = field(
+        default=0.5, metadata={"help": "Threshold of prm_step_transform 'clip'."}
     )
     prm_on_failure: str = field(
         default="error",
@@ -132,6 +152,23 @@ class RewardArguments(_PRMArguments):
         # Every rank is a client: the job-wide bound is shared out among them.
         return dataclasses.replace(options, max_inflight=max(1, -(-options.max_inflight // num_processes)))
 
+    def credit_options(self) -> CreditOptions:
+        """How step scores reach the tokens (``prm_credit`` and its settings).
+
+        Example:
+        ```python
+        >>> from reasonflux_rl.rewards.config import RewardArguments
+        >>> RewardArguments(prm_name_or_path="prm", prm_credit="soft_min").credit_options().credit
+        'soft_min'
+
+        ```
+        """
+        try:
+            return CreditOptions(self.prm_credit, self.prm_credit_temperature, self.prm_step_transform,
+                                 self.prm_step_clip_threshold)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
     def _check_mixing(self) -> None:
         if not 0.0 <= self.prm_beta <= 1.0:
             raise ConfigError(f"prm_beta={self.prm_beta} is out of range: it must be in [0, 1]")
@@ -155,6 +192,11 @@ class RewardArguments(_PRMArguments):
             )
         if self.reward_mode == "separate" and not self.prm_name_or_path:
             raise ConfigError("reward_mode='separate' needs prm_name_or_path (the second reward function is the PRM)")
+        if self.credit_options().dense and not (self.prm_name_or_path and self.reward_mode == "mixed"):
+            raise ConfigError(
+                f"prm_credit={self.prm_credit!r} needs prm_name_or_path and reward_mode 'mixed': the step scores and "
+                "the outcome come from one reward function"
+            )
         if self.prm_beta_schedule_steps is not None and self.prm_beta_schedule_steps < 1:
             raise ConfigError(f"prm_beta_schedule_steps={self.prm_beta_schedule_steps} must be a positive integer or unset")
 

@@ -13,12 +13,13 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reasonflux_rl.prm.engine.results import Scorer, StepScores
 from reasonflux_rl.prm.placement.pooling_client import PRMUnavailableError
 from reasonflux_rl.rewards.config import ON_FAILURE
+from reasonflux_rl.rewards.credit import CreditOptions
 from reasonflux_rl.rewards.formula import Score, aggregate, mix, normalise, trajectory_reward
 from reasonflux_rl.rewards.schedule import beta_at
 from reasonflux_rl.trajectory import completion_text, prompt_text
@@ -92,6 +93,20 @@ class PRMBatch:
     num_steps: list[int]
     dropped_fraction: list[float]
     unavailable: bool = False
+    step_spans: list[list[tuple[int, int]]] = field(default_factory=list)
+
+
+@dataclass
+class CreditInputs:
+    """What dense credit needs of the batch [`MixedReward`] last scored (this rank's rows): the texts the PRM read,
+    the policy's token ids, the outcome, the PRM's steps and the beta of that step.
+    """
+
+    texts: list[str]
+    completion_ids: list[list[int]] | None
+    outcome: list[Score]
+    prm: PRMBatch | None
+    beta: float
 
 
 def log_batch(
@@ -128,11 +143,27 @@ def log_batch(
         log_metric("reasonflux/prm_unavailable", float(prm.unavailable))
     if outcome is not None:
         log_metric("reasonflux/outcome_missing", float(sum(o is None for o in batch["outcome_mean"])))
+    if prm is not None:
+        steps = batch["steps_mean"]
+        if steps:
+            log_metric("reasonflux/single_step_frac", sum(n == 1 for n in steps) / len(steps))
     if prm is not None and outcome is not None:
         pairs = [(o, p) for o, p in zip(batch["outcome_mean"], batch["prm_mean"]) if o is not None and p is not None]
         corr = _pearson([o for o, _ in pairs], [p for _, p in pairs])
         if corr is not None:
             log_metric("reasonflux/prm_outcome_corr", corr)
+        _log_disagreement(log_metric, pairs)
+
+
+def _log_disagreement(log_metric: Callable[[str, float], None], pairs: list[tuple[float, float]]) -> None:
+    """How often the PRM and the outcome disagree: a raw PRM score of at least 0.5 on a wrong answer (outcome below
+    0.5), and below 0.5 on a right one; each a fraction of the wrong (right) completions."""
+    wrong = [p for o, p in pairs if o < 0.5]
+    right = [p for o, p in pairs if o >= 0.5]
+    if wrong:
+        log_metric("reasonflux/prm_high_when_wrong", sum(p >= 0.5 for p in wrong) / len(wrong))
+    if right:
+        log_metric("reasonflux/prm_low_when_right", sum(p < 0.5 for p in right) / len(right))
 
 
 class PRMReward:
@@ -210,7 +241,8 @@ class PRMReward:
             # One rank's failure drops the PRM from the whole batch, so no group mixes rows with and without it.
             unavailable = any(gather_batch([unavailable])[0])
         if unavailable:
-            logger.warning("PRM servers unavailable, this batch trains on the outcome reward alone: %s", failure)
+            reason = failure if failure is not None else "another rank's PRM could not score its part of the batch"
+            logger.warning("PRM servers unavailable, this batch trains on the outcome reward alone: %s", reason)
             results = [StepScores() for _ in texts]
         raw = [trajectory_reward(r.step_scores, r.trajectory_score, self.aggregation, self.alpha) for r in results]
         return PRMBatch(
@@ -220,6 +252,7 @@ class PRMReward:
             num_steps=[r.num_steps for r in results],
             dropped_fraction=[r.dropped_fraction for r in results],
             unavailable=unavailable,
+            step_spans=[r.step_spans for r in results],
         )
 
     def report(
@@ -259,10 +292,11 @@ class PRMReward:
 class MixedReward:
     """TRL reward function for ``(1 - beta) * r_outcome + beta * normalise(r_prm)``.
 
-    ``outcome`` is a TRL reward callable (e.g. [`~reasonflux_rl.rewards.outcome.OutcomeReward`]); ``scorer`` any PRM scorer
-    ([`~reasonflux_rl.prm.load_scorer`]), or ``None`` for beta 0. ``beta_schedule`` (see
-    [`~reasonflux_rl.rewards.schedule.beta_at`]) moves beta over ``beta_schedule_steps`` optimizer steps (default: the run's
-    ``max_steps``), read from TRL's ``trainer_state``. Besides [`PRMReward`]'s metrics it logs
+    ``outcome`` is a TRL reward callable (e.g. [`~reasonflux_rl.rewards.outcome.OutcomeReward`]); ``scorer`` any PRM
+    scorer ([`~reasonflux_rl.prm.load_scorer`]), or ``None`` for beta 0. ``beta_schedule`` (see
+    [`~reasonflux_rl.rewards.schedule.beta_at`]) moves beta over ``beta_schedule_steps`` optimizer steps (default: the
+    run's ``max_steps``), read from TRL's ``trainer_state``; called without ``trainer_state`` (outside a trainer) a
+    schedule is at step 0 and gives its start value (see [`current_beta`]). Besides [`PRMReward`]'s metrics it logs
     ``reasonflux/outcome_mean``, ``mixed_mean``, ``beta``, ``outcome_missing`` and ``prm_outcome_corr`` (Pearson
     correlation of raw PRM score and outcome within the batch), and this rank's wall seconds in the outcome reward
     and the PRM (``reasonflux/outcome_seconds``, ``prm_seconds``).
@@ -298,11 +332,15 @@ class MixedReward:
         num_generations: int | None = None,
         problem_column: str = "problem",
         on_failure: str = "error",
+        credit: CreditOptions | None = None,
     ) -> None:
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta={beta} must be in [0, 1]")
         if scorer is None and beta > 0:
             raise ValueError(f"beta={beta} > 0 needs a PRM scorer")
+        self.credit = credit or CreditOptions()
+        if scorer is None and self.credit.credit != "sequence":
+            raise ValueError(f"credit={self.credit.credit!r} needs a PRM scorer")
         beta_at(beta_schedule, beta, 0, beta_schedule_steps or 1)
         self.outcome = outcome
         self.prm = None
@@ -319,6 +357,7 @@ class MixedReward:
         self.beta = beta
         self.beta_schedule = beta_schedule
         self.beta_schedule_steps = beta_schedule_steps
+        self.last_credit_inputs: CreditInputs | None = None
 
     def close(self) -> None:
         """Release what the outcome reward holds (its verification worker processes), if it holds anything."""
@@ -327,11 +366,26 @@ class MixedReward:
             close()
 
     def current_beta(self, trainer_state: Any = None) -> float:
-        """Beta at the trainer's current optimizer step (the constant ``beta`` outside a trainer)."""
+        """Beta at the trainer's current optimizer step: the schedule at ``trainer_state.global_step`` of
+        ``beta_schedule_steps`` (default: ``trainer_state.max_steps``).
+
+        Without ``trainer_state`` (outside a trainer) the step is 0, and a schedule gives its start value whether or
+        not its length is known: 0 for ``linear_warmup``, ``beta`` for ``linear_decay``, ``cosine`` and
+        ``constant``. Past step 0 a schedule with neither ``beta_schedule_steps`` nor the trainer's ``max_steps``
+        raises ``ValueError``.
+        """
         if self.beta_schedule == "constant":
             return self.beta
         step = getattr(trainer_state, "global_step", 0) or 0
         total = self.beta_schedule_steps or getattr(trainer_state, "max_steps", None)
+        if not total:
+            if step > 0:
+                raise ValueError(
+                    f"beta_schedule={self.beta_schedule!r} at step {step} needs its length: set beta_schedule_steps, "
+                    "or pass a trainer_state with max_steps"
+                )
+            # The start of a schedule does not depend on its length, so step 0 needs none.
+            total = 1
         return beta_at(self.beta_schedule, self.beta, step, total)
 
     def __call__(
@@ -343,7 +397,7 @@ class MixedReward:
         trainer_state: Any = None,
         **kwargs: Any,
     ) -> list[Score]:
-        kwargs.pop("completion_ids", None)
+        completion_ids = kwargs.pop("completion_ids", None)
         beta = self.current_beta(trainer_state)
         start = time.perf_counter()
         outcome = self.outcome(completions=completions, log_metric=log_metric, log_extra=log_extra, **kwargs)
@@ -363,4 +417,11 @@ class MixedReward:
             for part, value in seconds.items():
                 log_metric(f"reasonflux/{part}_seconds", value)
             log_batch(log_metric, batch, outcome, mixed)
+        self.last_credit_inputs = CreditInputs(
+            texts=[completion_text(c) for c in completions],
+            completion_ids=None if completion_ids is None else [list(ids) for ids in completion_ids],
+            outcome=list(outcome),
+            prm=batch,
+            beta=beta,
+        )
         return mixed

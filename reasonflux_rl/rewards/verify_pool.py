@@ -170,6 +170,29 @@ def _mp_context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def _forget_inherited_forkserver() -> None:
+    # A process forked from one that started a forkserver inherits multiprocessing's record of that server, but it
+    # is not the server's parent: multiprocessing's liveness check (os.waitpid) then fails and no worker could start.
+    # Forget it, so that this process starts its own forkserver on first use; the parent keeps using its own.
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return
+    alive_fd = server._forkserver_alive_fd
+    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
+    server._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    if alive_fd is not None:
+        try:
+            os.close(alive_fd)  # only this process's copy: the parent's forkserver lives on
+        except OSError:
+            pass
+
+
+if "forkserver" in multiprocessing.get_all_start_methods() and hasattr(os, "register_at_fork"):
+    import multiprocessing.forkserver
+
+    os.register_at_fork(after_in_child=_forget_inherited_forkserver)
+
+
 @dataclass
 class _Worker:
     process: Any
@@ -305,7 +328,9 @@ class Pool:
                 if not worker.ready and worker.conn.poll(max(0.0, deadline - time.monotonic())):
                     worker.ready = worker.conn.recv() == _READY
             except (EOFError, OSError):
-                pass
+                # Its pipe closed: it died. Its exit code comes a moment later (from the forkserver); wait for it,
+                # or the error would report a dead worker's exit code as None, as if it were still running.
+                worker.process.join(timeout=5.0)
             if not worker.ready:
                 code = worker.process.exitcode
                 raise RuntimeError(f"a {self.name} worker did not become ready (exit code {code})")

@@ -364,8 +364,11 @@ def _reward_funcs(launch: Launch) -> list[Any]:
 
 
 def _trainer(launch: Launch, reward_funcs: list[Any], dataset: Any, eval_dataset: Any) -> Any:
-    """``trl.GRPOTrainer`` on the policy, with the model keys of ``ModelConfig`` and its LoRA settings."""
+    """``trl.GRPOTrainer`` on the policy, with the model keys of ``ModelConfig`` and its LoRA settings; with dense
+    credit (``prm_credit`` other than ``sequence``) its subclass that puts step scores on the tokens."""
     from trl import GRPOTrainer, get_peft_config
+
+    from reasonflux_rl.rewards.dense_trainer import DenseCreditGRPOTrainer
 
     training_args, model_args = launch.training_args, launch.model_args
     training_args.model_init_kwargs = {
@@ -374,7 +377,8 @@ def _trainer(launch: Launch, reward_funcs: list[Any], dataset: Any, eval_dataset
         "attn_implementation": model_args.attn_implementation,
         "revision": model_args.model_revision,
     }
-    return GRPOTrainer(
+    trainer_class = DenseCreditGRPOTrainer if launch.reward_args.credit_options().dense else GRPOTrainer
+    return trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,

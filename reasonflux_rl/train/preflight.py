@@ -379,7 +379,7 @@ def preflight(
     prm = validate(reward_args)
     report["prm"] = None if prm is None else {"path": str(prm.path), "kind": prm.kind}
     report["policy"] = _check_policy(model_args)
-    _check_reward_weights(training_args, reward_args)
+    _check_reward_against_grpo(training_args, reward_args)
     report["batch"] = check_batch(training_args, num_processes, user_set)
     report.update(_check_deepspeed_and_placement(training_args, reward_args, deepspeed))
     if training_args.use_vllm:
@@ -400,8 +400,13 @@ def _check_policy(model_args: Any) -> dict[str, Any]:
             "use_peft": model_args.use_peft}
 
 
-def _check_reward_weights(training_args: Any, reward_args: Any) -> None:
-    """``reward_mode: separate`` sets ``reward_weights`` itself; a recipe may not say otherwise."""
+def _check_reward_against_grpo(training_args: Any, reward_args: Any) -> None:
+    """``reward_mode: separate`` sets ``reward_weights`` itself; a recipe may not say otherwise. Dense credit
+    (``prm_credit``) refuses the TRL settings whose meaning rests on one advantage per sequence."""
+    if reward_args.credit_options().dense:
+        from reasonflux_rl.rewards.dense_trainer import check_dense_credit
+
+        check_dense_credit(training_args)
     if reward_args.reward_mode != "separate":
         return
     weights = [1.0 - reward_args.prm_beta, reward_args.prm_beta]

@@ -239,11 +239,13 @@ class Encoded:
         result: the counts of the final [`StepScores`]; [`PRMScorer.finish`] fills in the scores.
         steps: for step kinds, the step indices each row scores: its *last* ``len(steps[j])`` read positions (the
             positions before them belong to context steps scored in another row).
+        step_spans: for step kinds, the character span of every step in the completion.
     """
 
     rows: list[list[int]]
     result: StepScores
     steps: list[range] = field(default_factory=list)
+    step_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 class PRMScorer(ABC):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from reasonflux_rl.trajectory import split_steps, split_trajectory
+from reasonflux_rl.trajectory import step_spans, trajectory_regions
 
 if TYPE_CHECKING:
     # Only annotations name it: the option declarations import this module (PARTS), and the reward formula imports
@@ -47,17 +47,46 @@ def trajectory_steps(
 
     ```
     """
-    if parts not in PARTS:
-        raise ValueError(f"parts={parts!r} is not one of {PARTS}")
-    trajectory = split_trajectory(completion, thinking_prefilled)
-    steps: list[str] = []
-    if parts in ("both", "thinking"):
-        steps += split_steps(trajectory.thinking)
-    if parts in ("both", "response"):
-        steps += split_steps(trajectory.response)
+    spans = _step_spans(completion, parts, thinking_prefilled)
+    steps = [completion[s:e] for s, e in spans]
     if max_steps is not None and len(steps) > max_steps:
         steps = steps[: max_steps - 1] + ["\n\n".join(steps[max_steps - 1 :])]
     return steps
+
+
+def trajectory_step_spans(
+    completion: str, parts: Parts = "both", max_steps: int | None = None, thinking_prefilled: bool = False
+) -> list[tuple[int, int]]:
+    """The character span in ``completion`` of each step [`trajectory_steps`] returns (a merged tail step spans from
+    the first merged step to the last). This is how a step's score finds the policy tokens it judges.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm.engine.format import trajectory_step_spans
+    >>> c = "<think>\\nTry x=2.\\n\\nWait, x=3.\\n</think>\\n\\nSo $x=\\\\boxed{3}$."
+    >>> [c[s:e] for s, e in trajectory_step_spans(c)]
+    ['Try x=2.', 'Wait, x=3.', 'So $x=\\\\boxed{3}$.']
+    >>> trajectory_step_spans(c, max_steps=2)
+    [(8, 16), (18, 56)]
+
+    ```
+    """
+    spans = _step_spans(completion, parts, thinking_prefilled)
+    if max_steps is not None and len(spans) > max_steps:
+        spans = spans[: max_steps - 1] + [(spans[max_steps - 1][0], spans[-1][1])]
+    return spans
+
+
+def _step_spans(completion: str, parts: Parts, thinking_prefilled: bool) -> list[tuple[int, int]]:
+    if parts not in PARTS:
+        raise ValueError(f"parts={parts!r} is not one of {PARTS}")
+    thinking, response = trajectory_regions(completion, thinking_prefilled)
+    spans: list[tuple[int, int]] = []
+    if parts in ("both", "thinking"):
+        spans += step_spans(completion, *thinking)
+    if parts in ("both", "response"):
+        spans += step_spans(completion, *response)
+    return spans
 
 
 def format_steps(

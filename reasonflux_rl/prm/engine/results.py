@@ -23,6 +23,8 @@ class StepScores:
             ``None``.
         num_tokens: for kinds that read raw text (the value head), how many tokens the full input has.
         dropped_tokens: how many of those tokens were cut to fit ``max_length``.
+        step_spans: the ``(start, end)`` character span in the completion of each scored step, aligned with
+            ``step_scores``: where dense credit puts each step's score on the policy's tokens.
 
     Example:
     ```python
@@ -42,6 +44,7 @@ class StepScores:
     trajectory_score: float | None = None
     num_tokens: int = 0
     dropped_tokens: int = 0
+    step_spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def dropped_fraction(self) -> float:

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from reasonflux_rl.prm.engine.base import Encoded, PRMScorer
-from reasonflux_rl.prm.engine.format import trajectory_steps
+from reasonflux_rl.prm.engine.format import trajectory_step_spans, trajectory_steps
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS, drop_oldest, plan_windows
 
@@ -86,6 +86,7 @@ class StepTagScorer(PRMScorer):
     def encode(self, problem: str, completion: str) -> Encoded:
         """Token rows for one pair under the truncation policy, each checked to hold one tag per step."""
         steps = trajectory_steps(completion, self.parts, self.max_steps, self.thinking_prefilled)
+        step_spans = trajectory_step_spans(completion, self.parts, self.max_steps, self.thinking_prefilled)
         if not steps:
             return Encoded([], StepScores())
         n = len(steps)
@@ -119,7 +120,8 @@ class StepTagScorer(PRMScorer):
                     f"the PRM tokenizer produced {row.count(self.tag_id)} step tags for {end - context} steps; "
                     f"the step tag {self.step_tag!r} must tokenise to one token wherever it appears"
                 )
-        return Encoded(rows, StepScores(num_steps=n, dropped_steps=dropped), [range(f, e) for _, f, e in spans])
+        result = StepScores(num_steps=n, dropped_steps=dropped)
+        return Encoded(rows, result, [range(f, e) for _, f, e in spans], step_spans)
 
     def read_positions(self, row: list[int]) -> list[int]:
         """Positions of the step tags in ``row``."""
@@ -132,4 +134,5 @@ class StepTagScorer(PRMScorer):
         for steps, out in zip(encoded.steps, outputs):
             scores += out[len(out) - len(steps) :]
             indices += list(steps)
-        return replace(encoded.result, step_scores=scores, step_indices=indices)
+        spans = [encoded.step_spans[i] for i in indices]
+        return replace(encoded.result, step_scores=scores, step_indices=indices, step_spans=spans)

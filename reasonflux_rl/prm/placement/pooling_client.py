@@ -217,6 +217,10 @@ class PoolingClient:
                 time.sleep(pause)
                 with self._lock:
                     self.stats["retries"] += 1
+            elif time.monotonic() >= deadline:
+                # It waited in the queue behind other requests until its call gave up: sending it would only load a
+                # server with work that no one reads.
+                break
             server = self._pick()
             if server is None:
                 problems.append("every server is out of rotation after repeated failures")
@@ -248,7 +252,9 @@ class PoolingClient:
                     return None
                 self._turn += 1
                 # Fewest requests in flight from here; the turn counter rotates among equals.
-                server = min(ready, key=lambda s: (s.inflight, (self.servers.index(s) - self._turn) % len(self.servers)))
+                server = min(
+                    ready, key=lambda s: (s.inflight, (self.servers.index(s) - self._turn) % len(self.servers))
+                )
                 server.inflight += 1
                 probation = server.probation
             if not probation:
