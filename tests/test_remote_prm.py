@@ -263,15 +263,17 @@ UNUSABLE_ANSWERS = {
                  "not a list of rows of numbers"),
     "string": ({"data": [item(0, [["0.25", "0.75"]]), item(1, GOOD)]}, "not a list of rows of numbers"),
     "flat row": ({"data": [item(0, [0.25, 0.75]), item(1, GOOD)]}, "not a list of rows of numbers"),
-    "duplicate index": ({"data": [item(0, GOOD), item(0, GOOD)]}, "answered 2 items for 2 inputs"),
-    "index out of range": ({"data": [item(0, GOOD), item(2, GOOD)]}, "answered 2 items for 2 inputs"),
-    "negative index": ({"data": [item(-1, GOOD), item(0, GOOD)]}, "answered 2 items for 2 inputs"),
+    "booleans": ({"data": [item(0, [[False, True]]), item(1, GOOD)]}, "not a list of rows of numbers"),
+    "duplicate index": ({"data": [item(0, GOOD), item(0, GOOD)]},
+                        r"answered 2 items with indices \[0, 0\] for 2 inputs \(indices 0 to 1, once each\)"),
+    "index out of range": ({"data": [item(0, GOOD), item(2, GOOD)]}, r"2 items with indices \[0, 2\] for 2 inputs"),
+    "negative index": ({"data": [item(-1, GOOD), item(0, GOOD)]}, r"2 items with indices \[-1, 0\] for 2 inputs"),
     "index not a number": ({"data": [item(0, GOOD), item("1", GOOD)]}, "without a data list of indexed items"),
     "no index": ({"data": [item(0, GOOD), {"data": GOOD}]}, "without a data list of indexed items"),
     "no data": ({"object": "list"}, "without a data list of indexed items"),
     "data not a list": ({"data": 7}, "without a data list of indexed items"),
-    "one item for two": ({"data": [item(0, GOOD)]}, "answered 1 items for 2 inputs"),
-    "three items for two": ({"data": [item(0, GOOD), item(1, GOOD), item(2, GOOD)]}, "answered 3 items for 2 inputs"),
+    "one item for two": ({"data": [item(0, GOOD)]}, r"answered 1 items with indices \[0\] for 2 inputs"),
+    "three items for two": ({"data": [item(0, GOOD), item(1, GOOD), item(2, GOOD)]}, r"answered 3 items .* 2 inputs"),
 }
 
 
@@ -476,7 +478,7 @@ def test_startup_check_refuses_probe_rows_that_are_not_probabilities(tiny_models
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [((500, {"error": {"message": "boom"}}), "HTTP 500"), ((400, {"error": {"message": "no"}}), "rejected .* HTTP 400"),
-     ((200, {"data": []}), "answered 0 items for 1 inputs")],
+     ((200, {"data": []}), r"answered 0 items with indices \[\] for 1 inputs")],
     ids=["http-500", "http-400", "no-items"],
 )
 def test_startup_check_reports_a_failed_probe_request(tiny_models, answer, reason):

@@ -241,6 +241,18 @@ def middle_line_with_a_text_index(output, meta, input_file):
     output.write_text("".join(lines))
 
 
+def middle_line_with_a_boolean_index(output, meta, input_file):
+    lines = _lines(output)
+    lines[4] = lines[4].replace('"index": 4', '"index": true')  # JSON true is no row index, though bool is an int
+    output.write_text("".join(lines))
+
+
+def corrupt_middle_line_and_torn_tail(output, meta, input_file):
+    corrupt_middle_line(output, meta, input_file)
+    with open(output, "a") as handle:
+        handle.write('{"index": 99, "sco')  # refused for its middle line, the torn tail must stay too
+
+
 def delete_meta(output, meta, input_file):
     meta.unlink()
 
@@ -267,6 +279,8 @@ def edit_input_row(output, meta, input_file):
         (corrupt_middle_line, r"out\.jsonl line 5 is not a stored row \(.*\); delete it to rescore"),
         (middle_line_without_index, r"out\.jsonl line 5 is not a stored row \('index'\)"),
         (middle_line_with_a_text_index, r"out\.jsonl line 5 is not a stored row \(index '4' is not an integer\)"),
+        (middle_line_with_a_boolean_index, r"out\.jsonl line 5 is not a stored row \(index True is not an integer\)"),
+        (corrupt_middle_line_and_torn_tail, r"out\.jsonl line 5 is not a stored row"),
         (delete_meta, r"out\.jsonl exists but out\.jsonl\.meta\.json does not: cannot tell which settings wrote it"),
         (older_version, r"written with other settings \(store version: 1 then, 2 now\)"),
         (meta_not_json, r"out\.jsonl\.meta\.json is not a settings file written by reasonflux-rl"),

@@ -78,9 +78,16 @@ class ScoreStore:
             self.loaded = 0
             return {}
         self._check_meta()
+        records = self._read(complete)
         if len(complete) < len(data):
-            with open(self.path, "r+b") as handle:  # drop the torn tail so the next append starts a fresh line
+            # Only once the rest was found sound (a refused store is left as it was): drop the torn tail so the
+            # next append starts a fresh line.
+            with open(self.path, "r+b") as handle:
                 handle.truncate(len(complete))
+        self.loaded = len(records)
+        return records
+
+    def _read(self, complete: bytes) -> dict[int, dict]:
         records: dict[int, dict] = {}
         for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
             if not line.strip():
@@ -88,14 +95,13 @@ class ScoreStore:
             try:
                 record = json.loads(line)
                 index = record["index"]
-                if not isinstance(index, int):
+                if not isinstance(index, int) or isinstance(index, bool):
                     raise TypeError(f"index {index!r} is not an integer")
             except (ValueError, KeyError, TypeError) as err:
                 raise ConfigError(f"{self.path} line {number} is not a stored row ({err}); delete it to rescore")
             if index in records:
                 raise ConfigError(f"{self.path} holds row index {index} twice (line {number}); delete it to rescore")
             records[index] = record
-        self.loaded = len(records)
         return records
 
     def append(self, records: Sequence[Mapping[str, Any]]) -> None:

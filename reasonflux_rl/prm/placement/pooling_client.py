@@ -303,6 +303,11 @@ class PoolingClient:
         return _rows(answer, len(inputs), server.url)
 
 
+def _number(value: object) -> bool:
+    # JSON true/false are no scores, although Python's bool is an int.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _rows(answer: object, expected: int, url: str) -> list[list[list[float]]]:
     """The ``data`` of each item of a pooling answer, by ``index``, checked to be finite ``[rows][labels]`` lists."""
     try:
@@ -310,12 +315,15 @@ def _rows(answer: object, expected: int, url: str) -> list[list[list[float]]]:
         out = [item["data"] for item in items]
     except (KeyError, TypeError) as err:
         raise PRMServerError(f"{url}/pooling answered without a data list of indexed items ({err!r})") from None
-    if [item["index"] for item in items] != list(range(expected)):
-        raise PRMServerError(f"{url}/pooling answered {len(items)} items for {expected} inputs")
+    indices = [item["index"] for item in items]
+    if indices != list(range(expected)):
+        raise PRMServerError(
+            f"{url}/pooling answered {len(items)} items with indices {indices[:8]} for {expected} inputs "
+            f"(indices 0 to {expected - 1}, once each)"
+        )
     for rows in out:
-        if not isinstance(rows, list) or not all(
-            isinstance(row, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in row) for row in rows
-        ):
+        well_formed = isinstance(rows, list) and all(isinstance(r, list) and all(map(_number, r)) for r in rows)
+        if not well_formed:
             raise PRMServerError(
                 f"{url}/pooling answered data that is not a list of rows of numbers (a token_classify answer of a "
                 f"step PRM): {str(rows)[:120]}"
