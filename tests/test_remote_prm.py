@@ -136,6 +136,8 @@ def test_remote_scores_equal_local_scores(tiny_models, server, pairs, options):
         scorer.close()
     for r, expected in zip(got, local):
         assert r.step_indices == expected.step_indices
+        # The character spans dense credit places on the policy's tokens come out of a remote PRM too.
+        assert r.step_spans == expected.step_spans and len(r.step_spans) == len(r.step_scores)
         assert (r.num_steps, r.dropped_steps) == (expected.num_steps, expected.dropped_steps)
         assert r.step_scores == pytest.approx(expected.step_scores, abs=1e-5)
     if "max_length" in options:

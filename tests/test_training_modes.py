@@ -1,6 +1,7 @@
 """Short in-process GRPO runs: a beta schedule, the two-callable mode, a LoRA policy."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,10 +50,17 @@ def test_logged_beta_follows_the_schedule(tiny_models, tmp_path, schedule, sched
     assert [row["reasonflux/beta"] for row in rows] == pytest.approx(expected, abs=1e-6)
 
 
-def test_separate_mode_trains_with_two_reward_functions(tiny_models, tmp_path):
-    train_main(base_argv(tiny_models, tmp_path, 2) + ["--reward_mode", "separate", "--prm_beta", "0.25"])
+def test_separate_mode_trains_with_two_reward_functions(tmp_path):
+    # On the lab, whose policy is right about 40% of the time, so that the outcome's weight is exercised too.
+    repo = Path(__file__).resolve().parents[1]
+    train_main(["--config", str(repo / "recipes/lab/cpu.yaml"), "--max_steps", "2", "--per_device_train_batch_size",
+                "16", "--eval_strategy", "no", "--eval_on_start", "false", "--report_to", "none", "--output_dir",
+                str(tmp_path), "--model_name_or_path", str(repo / "reasonflux_rl/lab/assets/policy"),
+                "--prm_name_or_path", str(repo / "reasonflux_rl/lab/assets/prm"), "--reward_mode", "separate",
+                "--prm_beta", "0.25"])
     rows = logged_steps(tmp_path)
     assert len(rows) == 2
+    assert any(0.0 < row["rewards/outcome/mean"] < 1.0 for row in rows)
     for row in rows:
         assert "rewards/outcome/mean" in row and "rewards/prm/mean" in row
         outcome, prm = row["rewards/outcome/mean"], row["rewards/prm/mean"]

@@ -148,7 +148,8 @@ def matmul_peak(sizes: Sizes) -> dict[str, Any]:
         a @ b
     synchronize(sizes.device)
     seconds = (time.perf_counter() - start) / 10
-    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": round(2 * n**3 / seconds / 1e12, 1)}
+    # Four significant digits: a loaded CPU's rate of a 256^3 product is a few hundredths of a TFLOP/s.
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": float(f"{2 * n**3 / seconds / 1e12:.4g}")}
 
 
 def _random_prm(shape: dict[str, Any], sizes: Sizes, tokenizer, dtype):
