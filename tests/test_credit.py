@@ -427,3 +427,13 @@ def test_trl_grpo_users_are_told_dense_credit_needs_the_trainer(monkeypatch, tin
     with pytest.raises(ConfigError, match="trl grpo.*one reward per completion.*DenseCreditGRPOTrainer"):
         build.mixed_reward(prompts=["1+1?"], completions=["2"], solution=["2"])
     assert build._default is None
+
+
+def test_a_dry_run_refuses_dense_credit_with_a_sequence_level_loss(tmp_path):
+    from reasonflux_rl.train.launch import check_launch, parse_launch
+
+    launch = parse_launch(["--config", str(REPO / "recipes/lab/cpu.yaml"), "--output_dir", str(tmp_path),
+                           "--prm_name_or_path", LAB_PRM, "--model_name_or_path", LAB_POLICY,
+                           "--prm_credit", "suffix_sum", "--loss_type", "vespo", "--dry-run"])
+    with pytest.raises(ConfigError, match="loss_type='vespo' weights whole sequences"):
+        check_launch(launch)

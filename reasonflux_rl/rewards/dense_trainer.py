@@ -65,8 +65,8 @@ class DenseCreditGRPOTrainer(GRPOTrainer):
 
     ``reward_funcs`` must be one [`~reasonflux_rl.rewards.prm.MixedReward`] with a PRM and dense credit
     (``prm_credit`` ``suffix_sum`` or ``soft_min``), e.g. from
-    [`~reasonflux_rl.rewards.build.build_reward_funcs`]. Everything else is TRL's: ``steps_per_generation``,
-    gradient accumulation, LoRA, vLLM generation, every PRM placement. A batch the PRM could not score
+    [`~reasonflux_rl.rewards.build.build_reward_funcs`]. Everything else is TRL's (``steps_per_generation``,
+    gradient accumulation, LoRA, generation): only the advantages change. A batch the PRM could not score
     (``prm_on_failure: outcome_only``) trains on the outcome advantages alone, on every rank. Besides the reward's
     metrics it logs ``reasonflux/process_advantage_mean`` and ``_std`` (over tokens), ``step_tokens_mean`` (tokens
     per scored step), ``steps_drift`` (steps per completion minus that of the first batch) and ``credit_unmapped``
