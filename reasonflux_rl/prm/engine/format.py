@@ -47,11 +47,7 @@ def trajectory_steps(
 
     ```
     """
-    spans = _step_spans(completion, parts, thinking_prefilled)
-    steps = [completion[s:e] for s, e in spans]
-    if max_steps is not None and len(steps) > max_steps:
-        steps = steps[: max_steps - 1] + ["\n\n".join(steps[max_steps - 1 :])]
-    return steps
+    return located_steps(completion, parts, max_steps, thinking_prefilled)[0]
 
 
 def trajectory_step_spans(
@@ -71,10 +67,28 @@ def trajectory_step_spans(
 
     ```
     """
+    return located_steps(completion, parts, max_steps, thinking_prefilled)[1]
+
+
+def located_steps(
+    completion: str, parts: Parts = "both", max_steps: int | None = None, thinking_prefilled: bool = False
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """[`trajectory_steps`] and [`trajectory_step_spans`] from one split, for a scorer that needs both.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm.engine.format import located_steps
+    >>> located_steps("A.\\n\\nB.\\n\\nC.", max_steps=2)
+    (['A.', 'B.\\n\\nC.'], [(0, 2), (4, 10)])
+
+    ```
+    """
     spans = _step_spans(completion, parts, thinking_prefilled)
+    steps = [completion[s:e] for s, e in spans]
     if max_steps is not None and len(spans) > max_steps:
+        steps = steps[: max_steps - 1] + ["\n\n".join(steps[max_steps - 1 :])]
         spans = spans[: max_steps - 1] + [(spans[max_steps - 1][0], spans[-1][1])]
-    return spans
+    return steps, spans
 
 
 def _step_spans(completion: str, parts: Parts, thinking_prefilled: bool) -> list[tuple[int, int]]:

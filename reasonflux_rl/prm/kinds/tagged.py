@@ -14,7 +14,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from reasonflux_rl.prm.engine.base import Encoded, PRMScorer
-from reasonflux_rl.prm.engine.format import trajectory_step_spans, trajectory_steps
+from reasonflux_rl.prm.engine.format import located_steps
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS, drop_oldest, plan_windows
 
@@ -85,8 +85,7 @@ class StepTagScorer(PRMScorer):
 
     def encode(self, problem: str, completion: str) -> Encoded:
         """Token rows for one pair under the truncation policy, each checked to hold one tag per step."""
-        steps = trajectory_steps(completion, self.parts, self.max_steps, self.thinking_prefilled)
-        step_spans = trajectory_step_spans(completion, self.parts, self.max_steps, self.thinking_prefilled)
+        steps, step_spans = located_steps(completion, self.parts, self.max_steps, self.thinking_prefilled)
         if not steps:
             return Encoded([], StepScores())
         n = len(steps)
