@@ -7,12 +7,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 USAGE = """usage: reasonflux-rl <command> [options]
 
 commands:
   train        GRPO training with the mixed outcome + PRM reward (reasonflux-rl train --config FILE.yaml)
-  tiny-models  write a tiny tokenizer, policy and PRM for dry runs and tests (reasonflux-rl tiny-models --out DIR)
+  tiny-models  write a tiny tokenizer, policy and PRMs for dry runs and tests (reasonflux-rl tiny-models --out DIR)
   score        score a JSONL file with a PRM (reasonflux-rl score --prm DIR --input IN.jsonl --output OUT.jsonl)
   select       keep the PRM's top rows of a dataset (reasonflux-rl select --input F --prm DIR --top-k K --output OUT)
   bon          Best-of-N accuracy: PRM pick vs majority vote, random, oracle (reasonflux-rl bon --input F --prm DIR
@@ -37,7 +38,8 @@ COMMANDS: dict[str, str] = {
 
 
 def tiny_models(argv: Sequence[str]) -> None:
-    """``reasonflux-rl tiny-models --out DIR [--seed N]``: write the tiny policy and PRM.
+    """``reasonflux-rl tiny-models --out DIR [--seed N]``: write the tiny policy, the tiny step classifier the recipes
+    train with, and a tiny PRM of each other kind.
 
     Example:
     ```python
@@ -45,18 +47,40 @@ def tiny_models(argv: Sequence[str]) -> None:
     >>> from reasonflux_rl.cli import tiny_models
     >>> tiny_models(["--out", tempfile.mkdtemp()])  # doctest: +ELLIPSIS
     policy: .../policy
-    prm:    .../prm
+    prm: .../prm  (step classifier, the ReasonFlux-PRM-7B layout)
+    prm-value-head: .../prm-value-head  (value head, the ReasonFlux-PRM-1.5B layout)
+    prm-step-value-head: .../prm-step-value-head  (step value head, the Skywork-o1-Open-PRM layout)
+    prm-token-logit: .../prm-token-logit  (token logit: --kind token_logit --step-tag ки --good-token + --bad-token -)
 
     ```
     """
-    from reasonflux_rl.tiny import write_tiny_models
+    from reasonflux_rl.tiny import (
+        TINY_TOKEN_LOGIT_TOKENS,
+        write_tiny_models,
+        write_tiny_step_value_head,
+        write_tiny_token_logit,
+        write_tiny_value_head,
+    )
 
-    parser = argparse.ArgumentParser(prog="reasonflux-rl tiny-models", description=write_tiny_models.__doc__)
-    parser.add_argument("--out", required=True, help="directory to write policy/ and prm/ into")
+    parser = argparse.ArgumentParser(prog="reasonflux-rl tiny-models", description=tiny_models.__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory to write policy/, prm/ and prm-*/ into")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    paths = write_tiny_models(args.out, seed=args.seed)
-    print(f"policy: {paths.policy}\nprm:    {paths.prm}")
+    out = Path(args.out)
+    paths = write_tiny_models(out, seed=args.seed)
+    tokens = " ".join(f"--{name.replace('_', '-')} {token}" for name, token in TINY_TOKEN_LOGIT_TOKENS.items())
+    written = {
+        "policy": (paths.policy, ""),
+        "prm": (paths.prm, "step classifier, the ReasonFlux-PRM-7B layout"),
+        "prm-value-head": (write_tiny_value_head(out / "prm-value-head", seed=args.seed),
+                           "value head, the ReasonFlux-PRM-1.5B layout"),
+        "prm-step-value-head": (write_tiny_step_value_head(out / "prm-step-value-head", seed=args.seed),
+                                "step value head, the Skywork-o1-Open-PRM layout"),
+        "prm-token-logit": (write_tiny_token_logit(out / "prm-token-logit", seed=args.seed),
+                            f"token logit: --kind token_logit {tokens}"),
+    }
+    for name, (path, what) in written.items():
+        print(f"{name}: {path}" + (f"  ({what})" if what else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from transformers import AddedToken, PreTrainedTokenizerFast, Qwen2Config, Qwen2
 from reasonflux_rl.data import load_smoke_math
 from reasonflux_rl.prm.engine.format import STEP_TAG
 from reasonflux_rl.prm.kinds.step_classifier_model import ARCHITECTURE, Qwen2ForProcessRewardModel
+from reasonflux_rl.prm.kinds.step_value_head_model import ARCHITECTURE as STEP_VALUE_HEAD_ARCHITECTURE
 
 # A Qwen/R1-distill style template: the generation prompt pre-fills "<think>\n" as DeepSeek-R1-Distill's does, so
 # completions carry a closing "</think>" but no opening tag.
@@ -221,4 +222,47 @@ def write_tiny_token_logit(out: str | Path, seed: int = 0, **overrides) -> Path:
     _wide_(model.lm_head)
     model.save_pretrained(root)
     tokenizer.save_pretrained(root)
+    return root
+
+
+def write_tiny_step_value_head(
+    out: str | Path, seed: int = 0, *, device: str = "cpu", dtype: torch.dtype = torch.float32, **overrides
+) -> Path:
+    """Write a tiny step value-head PRM in the Skywork-o1-Open-PRM layout into ``out``: a Qwen2 causal LM (untied LM
+    head, architecture name ``Qwen2ForPrmModel``) whose ``model.safetensors`` also holds ``v_head.summary.weight``
+    and ``.bias`` (a ``Linear(hidden, 1)``), and its tokenizer, whose BOS token is ``<|endoftext|>``. ``overrides``
+    change the Qwen2 config (a large shape builds faster on a GPU: ``device``, in ``dtype``). Returns ``out``.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.tiny import write_tiny_step_value_head
+    >>> from reasonflux_rl.prm.checkpoint import inspect_checkpoint, read_weight_shapes
+    >>> path = write_tiny_step_value_head(tempfile.mkdtemp())
+    >>> inspect_checkpoint(path).kind, read_weight_shapes(path)["v_head.summary.weight"]
+    ('step_value_head', (1, 64))
+
+    ```
+    """
+    from safetensors.torch import load_file, save_file
+
+    root = Path(out)
+    tokenizer = build_tokenizer()
+    tokenizer.bos_token = "<|endoftext|>"
+    torch.manual_seed(seed)
+    config = _decoder_config(tokenizer, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, **overrides)
+    with torch.device(device):
+        model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    saved = json.loads((root / "config.json").read_text())
+    (root / "config.json").write_text(json.dumps({**saved, "architectures": [STEP_VALUE_HEAD_ARCHITECTURE]}, indent=2))
+    head = torch.nn.Linear(config.hidden_size, 1)
+    _wide_(head)
+    with torch.no_grad():
+        head.bias.fill_(-0.1)
+    # As Skywork's (and TRL's) value-head wrapper saves it: the causal LM's tensors and the head's, under v_head.
+    weights = load_file(root / "model.safetensors")
+    weights.update({f"v_head.summary.{name}": tensor.to(dtype) for name, tensor in head.state_dict().items()})
+    save_file(weights, root / "model.safetensors", metadata={"format": "pt"})
     return root

@@ -4,6 +4,7 @@ at a time, no batching, no truncation, the full model's own forward."""
 from functools import lru_cache
 
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
@@ -78,3 +79,27 @@ def reference_token_logit_scores(path, problem, steps, step_tag, good_token, bad
         logits = model(input_ids).logits[:, :, candidates]
     scores = logits.softmax(dim=-1)[:, :, 0]
     return scores[input_ids == tag_id].tolist()
+
+
+def reference_step_value_head_scores(path, problem, response, step_token="\n"):
+    """Skywork-o1-Open-PRM's inference code, one sample. prepare_input: BOS + problem + "\n" tokenised, then each
+    piece of response.split(step_token) tokenised on its own with the step token's id after it, that position
+    flagged; the causal LM's last hidden states (output_hidden_states, [-1]); the value head v_head.summary; sigmoid
+    (return_probs=True) at the flagged positions (derive_step_rewards)."""
+    tokenizer, model = _causal_lm(path)
+    weights = load_file(f"{path}/model.safetensors")
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+    head.load_state_dict({"weight": weights["v_head.summary.weight"], "bias": weights["v_head.summary.bias"]})
+    input_ids = tokenizer.encode(tokenizer.bos_token + problem + "\n")
+    flags = [0] * len(input_ids)
+    step_id = tokenizer.encode(step_token)[-1]
+    for step in response.split(step_token):
+        # Skywork's code handles an empty piece in two ways (a lone step token, or the end); the inputs here have none.
+        assert step, "the reference takes responses without empty steps"
+        step_ids = tokenizer.encode(step) + [step_id]
+        input_ids += step_ids
+        flags += [0] * (len(step_ids) - 1) + [1]
+    with torch.no_grad():
+        hidden = model(torch.tensor([input_ids]), output_hidden_states=True).hidden_states[-1]
+        values = torch.sigmoid(head(hidden).squeeze(-1))[0]
+    return values[torch.tensor(flags) == 1].tolist()

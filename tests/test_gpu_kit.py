@@ -27,7 +27,7 @@ def test_every_section_ran(kit):
     assert summary["sections_failed"] == []
     assert set(results["sections_seconds"]) == {"environment", "matmul_peak", "prm_scoring_tiny-a",
                                                 "prm_scoring_tiny-b", "grpo_smoke", "grpo_dense_credit",
-                                                "reward_share"}
+                                                "reward_share", "step_value_head"}
     assert results["mode"] == "cpu" and results["matmul_peak"]["tflops"] > 0
 
 
@@ -76,3 +76,13 @@ def test_reward_share_splits_each_step(kit):
         assert parts <= step["step"] + 0.05
         assert step["reward_fraction"] == pytest.approx((step["outcome_reward"] + step["prm_scoring"]) / step["step"],
                                                         abs=0.01)
+
+
+def test_step_value_head_loads_as_a_user_does_and_scores_alike_in_any_batch(kit):
+    results, summary = kit
+    check = results["step_value_head"]
+    assert summary["step_value_head_passed"]
+    assert (check["kind"], check["decoder_dtype"], check["head_dtype"]) == ("step_value_head", "float32", "float32")
+    assert check["steps"] > 0 and check["fp32_score_std"] > 0.01 and check["tokens_per_s"] > 0
+    # On the CPU both runs are fp32: the same numbers, whatever the batching.
+    assert check["max_abs_diff_bf16_vs_fp32"] < 1e-5 and check["max_abs_diff_batched_vs_alone_fp32"] < 1e-5

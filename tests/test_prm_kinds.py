@@ -7,6 +7,7 @@ import pytest
 import torch
 from reference import (
     reference_step_scores,
+    reference_step_value_head_scores,
     reference_token_logit_scores,
     reference_value_head_forward,
     reference_value_head_score,
@@ -18,9 +19,14 @@ from reasonflux_rl.prm.engine.base import resolve_attention, resolve_runtime
 from reasonflux_rl.prm.engine.format import trajectory_steps
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reasonflux_rl.rewards.formula import trajectory_reward
-from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
+from reasonflux_rl.tiny import (
+    TINY_TOKEN_LOGIT_TOKENS,
+    write_tiny_step_value_head,
+    write_tiny_token_logit,
+    write_tiny_value_head,
+)
 
-KINDS = ["step_classifier", "value_head", "token_logit"]
+KINDS = ["step_classifier", "value_head", "token_logit", "step_value_head"]
 LAYOUTS = {"right": {"padding_side": "right"}, "left": {"padding_side": "left"}, "packed": {"packed": True}}
 
 
@@ -31,6 +37,7 @@ def checkpoints(tiny_models, tmp_path_factory):
         "value_head": (write_tiny_value_head(tmp_path_factory.mktemp("value_head")), {}),
         "token_logit": (write_tiny_token_logit(tmp_path_factory.mktemp("token_logit")),
                         {"kind": "token_logit", **TINY_TOKEN_LOGIT_TOKENS}),
+        "step_value_head": (write_tiny_step_value_head(tmp_path_factory.mktemp("step_value_head")), {}),
     }
 
 
@@ -47,6 +54,8 @@ def reference(kind, path, completion):
     steps = trajectory_steps(completion)
     if kind == "step_classifier":
         return reference_step_scores(path, PROBLEM, steps)
+    if kind == "step_value_head":
+        return reference_step_value_head_scores(path, PROBLEM, "\n".join(steps))
     return reference_token_logit_scores(path, PROBLEM, steps, **TINY_TOKEN_LOGIT_TOKENS)
 
 

@@ -5,13 +5,13 @@ import random
 
 import pytest
 import torch
-from reference import reference_step_scores, reference_token_logit_scores
+from reference import reference_step_scores, reference_step_value_head_scores, reference_token_logit_scores
 from test_prm_scorer import PROBLEM, random_completion
 
 from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.engine.format import trajectory_steps
 from reasonflux_rl.prm.engine.truncation import drop_oldest, plan_windows
-from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit
+from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_step_value_head, write_tiny_token_logit
 
 MAX_LENGTH = 256
 
@@ -19,12 +19,17 @@ MAX_LENGTH = 256
 @pytest.fixture(scope="module")
 def step_kinds(tiny_models, tmp_path_factory):
     token_logit = write_tiny_token_logit(tmp_path_factory.mktemp("token_logit"))
+    step_value_head = write_tiny_step_value_head(tmp_path_factory.mktemp("step_value_head"))
     return {
         "step_classifier": (tiny_models.prm, {}, lambda steps: reference_step_scores(tiny_models.prm, PROBLEM, steps)),
         "token_logit": (
             token_logit,
             {"kind": "token_logit", **TINY_TOKEN_LOGIT_TOKENS},
             lambda steps: reference_token_logit_scores(token_logit, PROBLEM, steps, **TINY_TOKEN_LOGIT_TOKENS),
+        ),
+        "step_value_head": (
+            step_value_head, {}, lambda steps: reference_step_value_head_scores(step_value_head, PROBLEM,
+                                                                                "\n".join(steps)),
         ),
     }
 
@@ -34,7 +39,7 @@ def long_completion():
     return random_completion(random.Random(3), 40, 2)
 
 
-@pytest.mark.parametrize("kind", ["step_classifier", "token_logit"])
+@pytest.mark.parametrize("kind", ["step_classifier", "token_logit", "step_value_head"])
 def test_drop_oldest_reports_dropped_steps_and_scores_only_kept_ones(step_kinds, long_completion, kind):
     path, options, reference = step_kinds[kind]
     scorer = load_scorer(path, max_length=MAX_LENGTH, **options)
@@ -47,10 +52,11 @@ def test_drop_oldest_reports_dropped_steps_and_scores_only_kept_ones(step_kinds,
     expected = reference(steps[result.dropped_steps :])
     torch.testing.assert_close(torch.tensor(result.step_scores), torch.tensor(expected), atol=1e-5, rtol=0)
     # Fewest steps dropped: one more would not have fitted.
-    assert len(scorer._ids(PROBLEM, steps[result.dropped_steps - 1 :])) > MAX_LENGTH
+    longer, _ = scorer.step_rows(PROBLEM, steps)(result.dropped_steps - 1, len(steps))
+    assert len(longer) > MAX_LENGTH
 
 
-@pytest.mark.parametrize("kind", ["step_classifier", "token_logit"])
+@pytest.mark.parametrize("kind", ["step_classifier", "token_logit", "step_value_head"])
 def test_windows_score_every_step_once_each_from_one_window_that_fits(step_kinds, long_completion, kind):
     path, options, reference = step_kinds[kind]
     scorer = load_scorer(path, max_length=MAX_LENGTH, truncation="windows", **options)
@@ -63,7 +69,7 @@ def test_windows_score_every_step_once_each_from_one_window_that_fits(step_kinds
         assert len(row) <= MAX_LENGTH
         assert PROBLEM in scorer.tokenizer.decode(row)
     # Each window after the first carries at least one already-scored step as context.
-    contexts = [row.count(scorer.tag_id) - len(window) for row, window in zip(encoded.rows, encoded.steps)]
+    contexts = [len(reads) - len(window) for reads, window in zip(encoded.reads, encoded.steps)]
     assert contexts[0] == 0 and all(c >= 1 for c in contexts[1:])
 
     [result] = scorer.score([PROBLEM], [long_completion])
@@ -97,7 +103,7 @@ def test_windows_change_nothing_when_the_input_fits(step_kinds):
 GIANT_STEP = " ".join(["multiply 3 by 4 and check"] * 60)  # far longer than MAX_LENGTH on its own
 
 
-@pytest.mark.parametrize("kind", ["step_classifier", "token_logit"])
+@pytest.mark.parametrize("kind", ["step_classifier", "token_logit", "step_value_head"])
 def test_drop_oldest_scores_nothing_when_not_even_the_last_step_fits(step_kinds, kind):
     path, options, reference = step_kinds[kind]
     scorer = load_scorer(path, max_length=MAX_LENGTH, **options)
@@ -170,7 +176,7 @@ def test_window_overlap_is_a_quarter_of_max_length_by_default_and_sets_how_much_
         encoded = scorer.encode(PROBLEM, long_completion)
         assert [i for window in encoded.steps for i in window] == list(range(42))
         assert all(len(row) <= MAX_LENGTH for row in encoded.rows)
-        return [row.count(scorer.tag_id) - len(window) for row, window in zip(encoded.rows, encoded.steps)]
+        return [len(reads) - len(window) for reads, window in zip(encoded.reads, encoded.steps)]
 
     # No overlap: only the step just before each window's first, the context every window after the first gets.
     assert set(context_steps(0)[1:]) == {1}

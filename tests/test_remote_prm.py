@@ -588,7 +588,7 @@ def test_servers_down_mid_training_fall_back_to_the_outcome_when_asked(tiny_mode
 
 
 def test_remote_config_keys_are_checked(tiny_models):
-    with pytest.raises(ConfigError, match="cannot be served remotely"):
+    with pytest.raises(ConfigError, match=r"^prm_kind=.value_head.: a value_head PRM cannot be scored on PRM servers"):
         RewardArguments(prm_name_or_path=str(tiny_models.prm), prm_server_urls=["http://a:1"], prm_kind="value_head")
     with pytest.raises(ConfigError, match="prm_server_urls=.*must be base URLs"):
         RewardArguments(prm_name_or_path=str(tiny_models.prm), prm_server_urls=["a:1"])

@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, inspect_checkpoint, read_weight_shapes
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS
 
 
 def test_tiny_models_cli_writes_loadable_checkpoints(tmp_path):
@@ -37,3 +39,12 @@ def test_tiny_models_cli_writes_loadable_checkpoints(tmp_path):
     assert any(name.startswith("model.layers.") for name in shapes)
     [result] = StepScorer.from_pretrained(prm).score(["1+1?"], ["One.\n\nTwo."])
     assert len(result.step_scores) == 2
+
+
+    # A tiny PRM of every other kind, each detected (or, the token-logit one, loaded as named) by the real code.
+    assert inspect_checkpoint(tmp_path / "prm-value-head").kind == "value_head"
+    assert inspect_checkpoint(tmp_path / "prm-step-value-head").kind == "step_value_head"
+    token_logit = load_scorer(tmp_path / "prm-token-logit", kind="token_logit", **TINY_TOKEN_LOGIT_TOKENS)
+    assert len(token_logit.score(["1+1?"], ["One.\n\nTwo."])[0].step_scores) == 2
+    assert "prm-token-logit: " + str(tmp_path / "prm-token-logit") + "  (token logit: --kind token_logit " \
+        "--step-tag ки --good-token + --bad-token -)" in proc.stdout.splitlines()

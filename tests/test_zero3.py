@@ -14,7 +14,12 @@ from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm import load_scorer
 from reasonflux_rl.rewards.build import check_placement
 from reasonflux_rl.rewards.config import RewardArguments
-from reasonflux_rl.tiny import TINY_TOKEN_LOGIT_TOKENS, write_tiny_token_logit, write_tiny_value_head
+from reasonflux_rl.tiny import (
+    TINY_TOKEN_LOGIT_TOKENS,
+    write_tiny_step_value_head,
+    write_tiny_token_logit,
+    write_tiny_value_head,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -28,9 +33,10 @@ def torchrun(*args: str) -> list[str]:
 def test_sharded_prms_score_uneven_slices_in_lockstep_as_replicas_do(tiny_models, tmp_path):
     value_head = write_tiny_value_head(tmp_path / "value_head")
     token_logit = write_tiny_token_logit(tmp_path / "token_logit")
+    step_value_head = write_tiny_step_value_head(tmp_path / "step_value_head")
     proc = subprocess.run(
         torchrun(str(HERE / "zero3_scoring.py"), str(REPO / "deepspeed_configs" / "zero3.json"), str(tiny_models.prm),
-                 str(value_head), str(token_logit), str(tmp_path)),
+                 str(value_head), str(token_logit), str(step_value_head), str(tmp_path)),
         env={**ENV, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}, capture_output=True, text=True,
         timeout=300,
     )
@@ -47,6 +53,7 @@ def test_sharded_prms_score_uneven_slices_in_lockstep_as_replicas_do(tiny_models
                                                   batch_tokens=BATCH_TOKENS, device="cpu"),
         "token_logit": load_scorer(token_logit, kind="token_logit", placement="replica", batch_tokens=BATCH_TOKENS,
                                    device="cpu", **TINY_TOKEN_LOGIT_TOKENS),
+        "step_value_head": load_scorer(step_value_head, placement="replica", batch_tokens=BATCH_TOKENS, device="cpu"),
     }
     for case, per_rank in CASES.items():
         for kind, replica in replicas.items():

@@ -1,6 +1,6 @@
 """Run by tests/test_zero3.py under torchrun (2 CPU processes, gloo): PRMs sharded with ZeRO-3 score uneven slices.
 
-argv: deepspeed_json prm_dir value_head_dir token_logit_dir out_dir
+argv: deepspeed_json prm_dir value_head_dir token_logit_dir step_value_head_dir out_dir
 Writes out_dir/rank<r>.json with, per case, this rank's scores, its forward passes and which weights it holds.
 """
 
@@ -36,7 +36,7 @@ def shard_sizes(module) -> dict:
 
 
 def main() -> None:
-    config, prm, value_head, token_logit, out = sys.argv[1:6]
+    config, prm, value_head, token_logit, step_value_head, out = sys.argv[1:7]
     state = PartialState(cpu=True)
     zero3 = HfDeepSpeedConfig(config)  # what GRPOConfig(deepspeed=...) makes alive: transformers loads partitioned
     rank = state.process_index
@@ -48,11 +48,15 @@ def main() -> None:
             token_logit, kind="token_logit", placement="zero3", batch_tokens=BATCH_TOKENS, device=state.device,
             **TINY_TOKEN_LOGIT_TOKENS,
         ),
+        "step_value_head": load_scorer(
+            step_value_head, placement="zero3", batch_tokens=BATCH_TOKENS, device=state.device
+        ),
     }
     engines = {
         "step_classifier": scorers["step_classifier+value_head"].steps,
         "value_head": scorers["step_classifier+value_head"].trajectory,
         "token_logit": scorers["token_logit"],
+        "step_value_head": scorers["step_value_head"],
     }
     passes = dict.fromkeys(engines, 0)
     for name, scorer in engines.items():
@@ -61,6 +65,7 @@ def main() -> None:
         "step_classifier": shard_sizes(engines["step_classifier"].model.model),
         "value_head": shard_sizes(engines["value_head"].backbone),
         "token_logit": shard_sizes(engines["token_logit"].backbone),
+        "step_value_head": shard_sizes(engines["step_value_head"].backbone),
     }
     results = {}
     for case, per_rank in CASES.items():

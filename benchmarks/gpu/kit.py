@@ -18,6 +18,10 @@ the code is checked without a GPU (the test suite does this). Sections, each rec
 6. ``reward_share``: one GRPO step of a 0.5B-shape random policy with the 1.5B-shape PRM (8 prompts x 8 completions,
    512 new tokens, transformers generation): seconds in generation, the outcome reward, PRM scoring, the optimizer
    step and the rest (log-probabilities, loss, backward), from TRL's own profiling and the reward's metrics.
+7. ``step_value_head``: a random step value-head PRM (Skywork-o1-Open-PRM layout) of the 1.5B shape, written as a
+   checkpoint and loaded as a user does (``load_scorer``, ``auto`` kind, dtype and attention): its kind, the dtypes
+   of decoder and head (the head stays fp32), its tokens/s on the traces of section 2, the largest step-score gap of
+   bf16 against fp32 and of batched fp32 against one sample at a time.
 """
 
 from __future__ import annotations
@@ -454,6 +458,46 @@ def reward_share(sizes: Sizes, tokenizer, tmp: Path) -> dict[str, Any]:
     }
 
 
+def step_value_head(sizes: Sizes, tmp: Path, calls: list[dict]) -> dict[str, Any]:
+    """Section 7: the step value-head kind on this device, loaded from a checkpoint in the hub layout."""
+    import torch
+
+    from reasonflux_rl.prm import load_scorer
+    from reasonflux_rl.tiny import write_tiny_step_value_head
+
+    dtype = torch.bfloat16 if sizes.device == "cuda" else torch.float32
+    start = time.perf_counter()
+    path = write_tiny_step_value_head(tmp / "step-value-head", device=sizes.device, dtype=dtype,
+                                      max_position_embeddings=sizes.max_length, **SHAPES[sizes.share_prm])
+    report: dict[str, Any] = {"shape": SHAPES[sizes.share_prm], "write_seconds": round(time.perf_counter() - start, 1)}
+
+    def scores(scorer, one_at_a_time: bool = False) -> list[float]:
+        pairs = [(c["problem"], x) for c in calls for x in c["completions"]]
+        if one_at_a_time:
+            results = [r for p, x in pairs for r in scorer.score([p], [x])]
+        else:
+            results = [r for c in calls for r in scorer.score([c["problem"]] * len(c["completions"]), c["completions"])]
+        return [s for r in results for s in r.step_scores]
+
+    ours = load_scorer(path, device=sizes.device)
+    report.update(kind=ours.kind, decoder_dtype=str(ours.model.model.dtype).removeprefix("torch."),
+                  head_dtype=str(ours.model.v_head.summary.weight.dtype).removeprefix("torch."),
+                  attention=ours.model.config._attn_implementation, packed=ours.packed)
+    seconds, [low], _ = _time_method(lambda _, scorer=ours: scores(scorer), [None], sizes)
+    tokens = sum(len(row) for c in calls for x in c["completions"] for row in ours.encode(c["problem"], x).rows)
+    report["tokens_per_s"] = round(tokens / seconds)
+    ours = None  # the fp32 copy needs the memory
+    release_memory(sizes)
+    full = load_scorer(path, device=sizes.device, dtype="float32")
+    high = scores(full)
+    alone = scores(full, one_at_a_time=True)
+    report["steps"] = len(high)
+    report["max_abs_diff_bf16_vs_fp32"] = round(max(abs(a - b) for a, b in zip(low, high, strict=True)), 5)
+    report["max_abs_diff_batched_vs_alone_fp32"] = max(abs(a - b) for a, b in zip(high, alone, strict=True))
+    report["fp32_score_std"] = round(float(torch.tensor(high).std()), 4)
+    return report
+
+
 def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     """The issue's targets, met or not, read off the largest PRM shape's numbers."""
     shape = list(sizes.prm_shapes)[-1]
@@ -476,11 +520,21 @@ def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
         and "reasonflux/process_advantage_std" in dense.get("reward_metrics", []),
         "reward_fraction_of_step": (results.get("reward_share", {}).get("seconds_measured_step") or {}).get(
             "reward_fraction"),
+        "step_value_head_passed": _step_value_head_passed(results.get("step_value_head", {})),
         "sections_failed": sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v),
     }
 
 
-SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "grpo_dense_credit", "reward_share")
+def _step_value_head_passed(report: dict[str, Any]) -> bool | None:
+    """Recognised, head kept fp32, scores within bf16 rounding of fp32 and independent of the batch."""
+    if "kind" not in report:
+        return None
+    return (report["kind"] == "step_value_head" and report["head_dtype"] == "float32"
+            and report["max_abs_diff_bf16_vs_fp32"] < 0.1 and report["max_abs_diff_batched_vs_alone_fp32"] < 1e-4)
+
+
+SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "grpo_dense_credit", "reward_share",
+            "step_value_head")
 
 
 def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
@@ -529,6 +583,8 @@ def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[s
         section("grpo_smoke", lambda: grpo_smoke(sizes, tiny, tmp))
         section("grpo_dense_credit", lambda: grpo_smoke(sizes, tiny, tmp, "--prm_credit", "suffix_sum"))
         section("reward_share", lambda: reward_share(sizes, tokenizer, tmp))
+        release_memory(sizes)
+        section("step_value_head", lambda: step_value_head(sizes, tmp, calls))
     return results
 
 

@@ -149,9 +149,9 @@ def prm_dataset(scorer: StepScorer, problems_: Sequence[Problem], count: int, ar
     for _ in range(count):
         problem = rng.choice(problems_)
         written = write(problem, args.prm_corruption, rng, args.prm_answer_corruption)
-        [row] = scorer.encode(problem.text, written.completion).rows
+        encoded = scorer.encode(problem.text, written.completion)
+        [row], [positions] = encoded.rows, encoded.reads
         labels = [IGNORE] * len(row)
-        positions = scorer.read_positions(row)
         if len(positions) != len(written.labels):
             raise RuntimeError(f"{len(positions)} step tags for {len(written.labels)} labelled steps: {problem}")
         for position, right in zip(positions, written.labels):

@@ -17,12 +17,15 @@ from reasonflux_rl.errors import ConfigError
 STEP_CLASSIFIER = "step_classifier"
 VALUE_HEAD = "value_head"
 TOKEN_LOGIT = "token_logit"
-KINDS: tuple[str, ...] = (STEP_CLASSIFIER, VALUE_HEAD, TOKEN_LOGIT)
+STEP_VALUE_HEAD = "step_value_head"
+KINDS: tuple[str, ...] = (STEP_CLASSIFIER, VALUE_HEAD, TOKEN_LOGIT, STEP_VALUE_HEAD)
 REWARD_HEAD_FILE = "reward_head.pt"
+STEP_VALUE_HEAD_WEIGHT = "v_head.summary.weight"
 SUPPORTED = (
     "Supported: a step classifier (Qwen2 decoder + `score.0`/`score.2` 2-label step head, as in ReasonFlux-PRM-7B "
     f"and Qwen2.5-Math-PRM), a value head (a causal LM + `{REWARD_HEAD_FILE}` holding Linear(hidden, 1), as in "
-    "ReasonFlux-PRM-1.5B), or, named explicitly with kind='token_logit', a Math-Shepherd style causal LM."
+    "ReasonFlux-PRM-1.5B), a step value head (a Qwen2 causal LM + `v_head.summary` Linear(hidden, 1) in its weights, "
+    "as in Skywork-o1-Open-PRM), or, named explicitly with kind='token_logit', a Math-Shepherd style causal LM."
 )
 
 
@@ -36,7 +39,8 @@ class CheckpointInfo:
 
     Attributes:
         path: the checkpoint directory.
-        kind: the PRM kind, one of [`KINDS`]: ``"step_classifier"``, ``"value_head"`` or ``"token_logit"``.
+        kind: the PRM kind, one of [`KINDS`]: ``"step_classifier"``, ``"value_head"``, ``"token_logit"`` or
+            ``"step_value_head"``.
         architectures: the ``architectures`` list of its ``config.json``.
         hidden_size: the decoder's hidden size.
         max_position_embeddings: the context length the config declares.
@@ -50,7 +54,9 @@ class CheckpointInfo:
 
 
 def read_weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Map every tensor name in the ``*.safetensors`` files of ``path`` to its shape, reading headers only.
+    """Map every tensor name in the ``*.safetensors`` files of ``path`` to its shape, reading headers only; in a
+    checkpoint without safetensors, of its ``pytorch_model*.bin`` files (memory-mapped, ``weights_only=True``: the
+    shapes are read, not the weights).
 
     Example:
     ```python
@@ -72,7 +78,26 @@ def read_weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         for name, meta in header.items():
             if name != "__metadata__":
                 shapes[name] = tuple(meta["shape"])
+    if not shapes:
+        # Some hub checkpoints ship only pickled weights (Skywork-o1-Open-PRM's main branch).
+        for file in sorted(Path(path).glob("pytorch_model*.bin")):
+            shapes.update(_pickled_shapes(file))
     return shapes
+
+
+def _pickled_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    # torch is imported here, not with the module: the option declarations import this module (KINDS), and the reward
+    # formula imports them and stays free of torch.
+    import torch
+
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise PRMCheckpointError(
+            f"{file} cannot be read with torch.load(weights_only=True, mmap=True) (a state dict of tensors in "
+            f"PyTorch's zip format is needed): {type(err).__name__}: {str(err)[:200]}"
+        ) from None
+    return {name: tuple(tensor.shape) for name, tensor in state.items() if isinstance(tensor, torch.Tensor)}
 
 
 def read_reward_head(path: str | Path) -> dict[str, tuple[int, ...]]:
@@ -110,10 +135,10 @@ def inspect_checkpoint(
 ) -> CheckpointInfo:
     """Identify the PRM kind of a local checkpoint directory from its config, weight names and shapes.
 
-    ``kind="auto"`` recognises a step classifier (``score.0``/``score.2`` step head) and a value head
-    (``reward_head.pt`` beside the weights). A token-logit PRM is an ordinary causal LM, which no weight tells apart
-    from a policy, so it must be named: ``kind="token_logit"`` checks that the weights hold an LM head (or tied
-    embeddings). Raises [`PRMCheckpointError`] naming what was found when the directory is missing, has no config or
+    ``kind="auto"`` recognises a step classifier (``score.0``/``score.2`` step head), a step value head
+    (``v_head.summary`` in the weights, beside an LM head) and a value head (``reward_head.pt`` beside the weights). A
+    token-logit PRM is an ordinary causal LM, which no weight tells apart from a policy, so it must be named:
+    ``kind="token_logit"`` checks that the weights hold an LM head (or tied embeddings). Raises [`PRMCheckpointError`] naming what was found when the directory is missing, has no config or
     weights, or does not hold the (detected or named) kind. Every message starts with the setting that gave the
     path, ``key=<path>`` (and ``kind_key=<kind>`` when a kind was named), so the user knows which line to fix.
 
@@ -171,7 +196,8 @@ def _read_checkpoint(root: Path, where: str) -> tuple[dict[str, Any], dict[str, 
     config = json.loads(config_file.read_text())
     shapes = read_weight_shapes(root)
     if not shapes:
-        raise PRMCheckpointError(f"{where}: no *.safetensors weights in the checkpoint directory")
+        raise PRMCheckpointError(f"{where}: no *.safetensors (nor pytorch_model*.bin) weights in the checkpoint "
+                                 "directory")
     return config, shapes
 
 
@@ -180,18 +206,50 @@ def _identify(
 ) -> str:
     """The kind the checkpoint holds: the named ``kind`` when it holds that, the detected one for ``"auto"``."""
     has_step_head = "score.0.weight" in shapes and "score.2.weight" in shapes
+    has_step_value_head = STEP_VALUE_HEAD_WEIGHT in shapes
     has_reward_head = (root / REWARD_HEAD_FILE).is_file()
     if kind == STEP_CLASSIFIER or (kind == "auto" and has_step_head):
         if has_step_head:
             _check_step_head(where, shapes, config)
             return STEP_CLASSIFIER
+    elif kind == STEP_VALUE_HEAD or (kind == "auto" and has_step_value_head):
+        _check_step_value_head(where, has_step_value_head, shapes, config)
+        return STEP_VALUE_HEAD
     elif kind == VALUE_HEAD or (kind == "auto" and has_reward_head):
         _check_value_head(where, root, has_reward_head, shapes, config)
         return VALUE_HEAD
     elif kind == TOKEN_LOGIT:
-        _check_token_logit(where, has_step_head, shapes, config)
+        _check_token_logit(where, has_step_head or has_step_value_head, shapes, config)
         return TOKEN_LOGIT
     raise _unsupported(where, kind, kind_key, shapes, config)
+
+
+def _check_step_value_head(where: str, has_step_value_head: bool, shapes: dict[str, tuple[int, ...]],
+                           config: dict) -> None:
+    hidden = config.get("hidden_size")
+    if not has_step_value_head:
+        raise PRMCheckpointError(
+            f"{where}: a step value-head PRM holds {STEP_VALUE_HEAD_WEIGHT} in its weights, and there is none "
+            f"({_describe_heads(shapes, config)})."
+        )
+    head = {name: shape for name, shape in shapes.items() if name.startswith("v_head.")}
+    if head.get(STEP_VALUE_HEAD_WEIGHT) != (1, hidden) or head.get("v_head.summary.bias", (1,)) != (1,) or len(
+        set(head) - {STEP_VALUE_HEAD_WEIGHT, "v_head.summary.bias"}
+    ):
+        raise PRMCheckpointError(
+            f"{where}: a value head {head}; a step value head is v_head.summary = Linear(hidden, 1): weight "
+            f"(1, {hidden}) and bias (1,)."
+        )
+    if not _is_causal_lm(shapes, config):
+        raise PRMCheckpointError(
+            f"{where}: {STEP_VALUE_HEAD_WEIGHT} but no LM head (lm_head.weight, or tied embeddings); a step value "
+            "head sits beside a causal LM, as in Skywork-o1-Open-PRM."
+        )
+    if config.get("model_type") != "qwen2":
+        raise PRMCheckpointError(
+            f"{where}: a step value head but model_type={config.get('model_type')!r}; the native step value head "
+            "supports the Qwen2 decoder (model_type 'qwen2')."
+        )
 
 
 def _check_value_head(
@@ -205,14 +263,12 @@ def _check_value_head(
     _check_reward_head(where, root, config.get("hidden_size"))
 
 
-def _check_token_logit(where: str, has_step_head: bool, shapes: dict[str, tuple[int, ...]], config: dict) -> None:
-    if _is_causal_lm(shapes, config) and not has_step_head:
+def _check_token_logit(where: str, has_head: bool, shapes: dict[str, tuple[int, ...]], config: dict) -> None:
+    if _is_causal_lm(shapes, config) and not has_head:
         return
     raise PRMCheckpointError(
         f"{where}: a token-logit PRM must be a causal LM, read at each step tag, but "
-        + ("its weights hold a 2-label step head (score.0/score.2), so it is a step classifier"
-           if has_step_head else _describe_heads(shapes, config))
-        + "."
+        + _describe_heads(shapes, config) + "."
     )
 
 
@@ -265,6 +321,11 @@ def _is_causal_lm(shapes: dict[str, tuple[int, ...]], config: dict) -> bool:
 
 def _describe_heads(shapes: dict[str, tuple[int, ...]], config: dict) -> str:
     vocab = config.get("vocab_size")
+    if "score.0.weight" in shapes and "score.2.weight" in shapes:
+        return "its weights hold a 2-label step head (score.0/score.2), so it is a step classifier"
+    if STEP_VALUE_HEAD_WEIGHT in shapes:
+        return (f"its weights hold a per-token value head ({STEP_VALUE_HEAD_WEIGHT} "
+                f"{shapes[STEP_VALUE_HEAD_WEIGHT]}), so it is a step_value_head PRM (Skywork-o1-Open-PRM layout)")
     lm_head = shapes.get("lm_head.weight")
     if lm_head is not None:
         return f"weights hold an LM head of vocabulary size ({lm_head[0]}), not a 2-label step head"

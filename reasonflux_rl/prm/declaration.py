@@ -35,20 +35,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reasonflux_rl.errors import ConfigError
-from reasonflux_rl.prm.checkpoint import KINDS, STEP_CLASSIFIER, TOKEN_LOGIT, VALUE_HEAD
+from reasonflux_rl.prm.checkpoint import KINDS, STEP_CLASSIFIER, STEP_VALUE_HEAD, TOKEN_LOGIT, VALUE_HEAD
 from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, PARTS
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
 from reasonflux_rl.prm.placement.resolve import PLACEMENTS, SERVER
 
 AGGREGATIONS: tuple[str, ...] = ("mean", "min", "last", "geometric_mean")
 
-# Who reads an option, besides the three kinds and the server placement (SERVER).
+# Who reads an option, besides the kinds and the server placement (SERVER).
 LOADER = "loader"  # load_scorer itself: which kind, where, with which trajectory PRM
 TRAJECTORY = "trajectory"  # the trajectory PRM of eq. 11 (a value head): how it runs
 AGGREGATE = "aggregate"  # the step scores -> one score step, after scoring (never load_scorer)
 READERS: tuple[str, ...] = (*KINDS, SERVER, LOADER, TRAJECTORY, AGGREGATE)
-_LOCAL = (STEP_CLASSIFIER, VALUE_HEAD, TOKEN_LOGIT)
-_STEPS = (STEP_CLASSIFIER, TOKEN_LOGIT, SERVER)
+_LOCAL = (STEP_CLASSIFIER, VALUE_HEAD, TOKEN_LOGIT, STEP_VALUE_HEAD)
+_STEPS = (STEP_CLASSIFIER, TOKEN_LOGIT, STEP_VALUE_HEAD, SERVER)
 _EVERY_KIND = (*_LOCAL, SERVER)
 _RUNS = (*_LOCAL, TRAJECTORY)
 
@@ -227,13 +227,13 @@ class PRMOptions:
     # Which checkpoint kind, and the second one of eq. 11.
     kind: str = option(
         "auto",
-        f"PRM kind: auto (step classifier or value head, told by their weights) or one of {KINDS}; token_logit must be "
-        "named, with prm_step_tag, prm_good_token and prm_bad_token.",
+        f"PRM kind: auto (step classifier, value head or step value head, told by their weights) or one of {KINDS}; "
+        "token_logit must be named, with prm_step_tag, prm_good_token and prm_bad_token.",
         (LOADER,),
         choices=("auto", *KINDS),
         config=Surface("prm_kind"),
-        flag=Surface("--kind", help="PRM kind (auto: step classifier or value head); token_logit must be named, with "
-                     "its three tokens"),
+        flag=Surface("--kind", help="PRM kind (auto: told by the weights); token_logit must be named, with its three "
+                     "tokens"),
     )
     trajectory_prm: str | None = option(
         None,
@@ -244,10 +244,12 @@ class PRMOptions:
     )
     step_tag: str | None = option(
         None,
-        "Step tag token of a token_logit PRM.",
+        "Step tag token of a token_logit PRM (a step classifier's default: <extra_0>; a step value head's: a line "
+        "break).",
         _STEPS,
         config=Surface("prm_step_tag"),
-        flag=Surface("--step-tag", help="step tag token (token_logit; default <extra_0> otherwise)"),
+        flag=Surface("--step-tag", help="step tag token (token_logit; default <extra_0>, or a line break for a step "
+                     "value head)"),
     )
     good_token: str | None = option(
         None,

@@ -9,6 +9,7 @@ from typing import Any
 from reasonflux_rl.prm.checkpoint import (
     KINDS,
     STEP_CLASSIFIER,
+    STEP_VALUE_HEAD,
     TOKEN_LOGIT,
     VALUE_HEAD,
     PRMCheckpointError,
@@ -18,15 +19,17 @@ from reasonflux_rl.prm.declaration import LOAD_OPTIONS, TRAJECTORY, PRMOptions, 
 from reasonflux_rl.prm.engine.base import PRMScorer
 from reasonflux_rl.prm.kinds.combined import WithTrajectoryScore
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+from reasonflux_rl.prm.kinds.step_value_head import StepValueHeadScorer
 from reasonflux_rl.prm.kinds.token_logit import TokenLogitScorer
 from reasonflux_rl.prm.kinds.value_head import ValueHeadScorer
 from reasonflux_rl.prm.placement.remote import RemoteStepScorer
-from reasonflux_rl.prm.placement.resolve import SERVER, ZERO3, resolve_placement
+from reasonflux_rl.prm.placement.resolve import SERVER, ZERO3, check_served_kind, resolve_placement
 
 SCORERS: dict[str, type[PRMScorer]] = {
     STEP_CLASSIFIER: StepScorer,
     VALUE_HEAD: ValueHeadScorer,
     TOKEN_LOGIT: TokenLogitScorer,
+    STEP_VALUE_HEAD: StepValueHeadScorer,
 }
 # Which kind reads which option, as PRMOptions declares it: each kind ignores the others, so that one configuration
 # can name any checkpoint.
@@ -107,10 +110,7 @@ def _with_overrides(options: PRMOptions, overrides: dict[str, Any]) -> PRMOption
 
 def _load_served(path: str | Path, options: PRMOptions) -> RemoteStepScorer:
     """The step classifier of ``path`` on the servers of ``options.server_urls``."""
-    if options.kind not in ("auto", STEP_CLASSIFIER):
-        raise PRMCheckpointError(
-            f"prm_kind={options.kind!r} cannot be served remotely: PRM servers (prm_server_urls) score step classifiers"
-        )
+    check_served_kind(options.kind, f"prm_kind={options.kind!r}")
     return RemoteStepScorer.from_pretrained(path, options.server_urls, **options.read_by(SERVER))
 
 

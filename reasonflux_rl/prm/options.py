@@ -46,6 +46,7 @@ from reasonflux_rl.prm.declaration import (
     on_surface,
     read_by,
 )
+from reasonflux_rl.prm.placement.resolve import check_served_kind
 
 __all__ = [
     "AGGREGATE", "AGGREGATIONS", "CONFIG", "FLAG", "LOADER", "LOAD_OPTIONS", "OPTIONS", "READERS", "RUNTIME_OPTIONS",
@@ -152,6 +153,8 @@ def prm_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--chunk-size={args.chunk_size} must be a positive integer")
     check_declared({name: getattr(args, name) for name, o in OPTIONS.items() if o.flag is not None}, FLAG)
     options = PRMOptions.from_flags(args)
+    if options.server_urls:
+        check_served_kind(options.kind, f"--kind={options.kind!r}")
     scoring = {name: getattr(options, name) for name in _SCORE_SETTINGS}
     paths = {"prm": _resolved(args.prm), "trajectory_prm": _resolved(options.trajectory_prm)}
     return {**scoring, **paths, **_numerics(options)}

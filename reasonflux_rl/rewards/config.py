@@ -14,7 +14,7 @@ from transformers import HfArgumentParser
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import CONFIG, OPTIONS, PRMOptions, check_declared, config_fields
-from reasonflux_rl.prm.placement.resolve import resolve_placement
+from reasonflux_rl.prm.placement.resolve import check_served_kind, resolve_placement
 from reasonflux_rl.rewards.credit import CREDITS, STEP_TRANSFORMS, CreditOptions
 from reasonflux_rl.rewards.formula import NORMALISATIONS
 from reasonflux_rl.rewards.schedule import SCHEDULES
@@ -221,10 +221,7 @@ class RewardArguments(_PRMArguments):
                 "prm_server_urls needs prm_name_or_path: a local directory with the served PRM's config.json and "
                 "tokenizer (the inputs are formatted and tokenised here)"
             )
-        if self.prm_kind not in ("auto", "step_classifier"):
-            raise ConfigError(
-                f"prm_kind={self.prm_kind!r} cannot be served remotely: prm_server_urls serve step classifiers"
-            )
+        check_served_kind(self.prm_kind, f"prm_kind={self.prm_kind!r}")
 
     def _check_outcome(self) -> None:
         if self.outcome_num_workers is not None and self.outcome_num_workers < 1:

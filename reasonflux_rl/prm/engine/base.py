@@ -1,9 +1,9 @@
 """The scoring loop every PRM kind shares: encode, batch by a token budget, one forward, read, reassemble.
 
-A kind says four things: how a (problem, completion) pair becomes token rows ([`PRMScorer.encode`]), which positions
-of a row it reads ([`PRMScorer.read_positions`]), how a last-layer hidden state there becomes a probability
-([`PRMScorer.head`]) and how a row's probabilities become a [`StepScores`] ([`PRMScorer.finish`]). Batching, padding
-or packing, the backbone call and putting results back in input order are here, once.
+A kind says three things: how a (problem, completion) pair becomes token rows and the positions each row is read at
+([`PRMScorer.encode`]), how a last-layer hidden state there becomes a probability ([`PRMScorer.head`]) and how a
+row's probabilities become a [`StepScores`] ([`PRMScorer.finish`]). Batching, padding or packing, the backbone call
+and putting results back in input order are here, once.
 """
 
 from __future__ import annotations
@@ -236,6 +236,8 @@ class Encoded:
 
     Attributes:
         rows: token rows to run (several under the ``windows`` policy; none when there is nothing to score).
+        reads: for each row, the positions whose hidden states the head reads (a step kind: one per step the row
+            holds, in step order; the value head: the last token).
         result: the counts of the final [`StepScores`]; [`PRMScorer.finish`] fills in the scores.
         steps: for step kinds, the step indices each row scores: its *last* ``len(steps[j])`` read positions (the
             positions before them belong to context steps scored in another row).
@@ -243,6 +245,7 @@ class Encoded:
     """
 
     rows: list[list[int]]
+    reads: list[list[int]]
     result: StepScores
     steps: list[range] = field(default_factory=list)
     step_spans: list[tuple[int, int]] = field(default_factory=list)
@@ -401,11 +404,7 @@ class PRMScorer(ABC):
 
     @abstractmethod
     def encode(self, problem: str, completion: str) -> Encoded:
-        """Token rows and counts for one pair."""
-
-    @abstractmethod
-    def read_positions(self, row: list[int]) -> list[int]:
-        """Positions of ``row`` whose hidden states the head reads."""
+        """Token rows, the positions each is read at, and counts for one pair."""
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[n, hidden]`` last-layer states at read positions -> ``[n]`` probabilities (float32); every kind that
@@ -444,12 +443,14 @@ class PRMScorer(ABC):
             raise ValueError(f"got {len(problems)} problems but {len(completions)} completions")
         encoded = [self.encode(p, c) for p, c in zip(problems, completions)]
         keys = [(i, j) for i, e in enumerate(encoded) for j in range(len(e.rows))]
-        outputs = dict(zip(keys, self.run_rows([encoded[i].rows[j] for i, j in keys])))
+        rows = [encoded[i].rows[j] for i, j in keys]
+        outputs = dict(zip(keys, self.run_rows(rows, [encoded[i].reads[j] for i, j in keys])))
         return [self.finish(e, [outputs[(i, j)] for j in range(len(e.rows))]) for i, e in enumerate(encoded)]
 
-    def run_rows(self, rows: list[list[int]]) -> list[list[float]]:
-        """The head's probabilities at each row's read positions, in row order: length-sorted token-budget batches
-        through the local backbone (a remote scorer sends the rows to its servers instead).
+    def run_rows(self, rows: list[list[int]], reads: list[list[int]]) -> list[list[float]]:
+        """The head's probabilities at each row's read positions (``reads[j]`` for ``rows[j]``), in row order:
+        length-sorted token-budget batches through the local backbone (a remote scorer sends the rows to its servers
+        instead).
 
         Sharded (ZeRO-3), every rank runs the same number of forward passes, because each pass gathers the weights
         from every rank: the ranks agree on the largest number of batches first, and a rank with fewer batches (or
@@ -462,22 +463,19 @@ class PRMScorer(ABC):
         passes = len(buckets) if self.engine is None else agree_passes(len(buckets), self.device)
         # Every pass is queued before any result is copied back: a copy waits for the device, and the host would
         # otherwise sit idle there instead of preparing and launching the next pass.
-        launched = [(bucket, self.launch_rows([rows[k] for k in bucket])) for bucket in buckets]
+        launched = [(bucket, self.launch_rows([rows[k] for k in bucket], [reads[k] for k in bucket]))
+                    for bucket in buckets]
         for _ in range(passes - len(buckets)):
-            self.launch_rows([[self.pad_id]], read_positions=[[0]])
+            self.launch_rows([[self.pad_id]], [[0]])
         for bucket, (probabilities, counts) in launched:
             for k, out in zip(bucket, _split(probabilities.tolist(), counts)):
                 outputs[k] = out
         return outputs
 
-    def launch_rows(
-        self, rows: list[list[int]], read_positions: list[list[int]] | None = None
-    ) -> tuple[torch.Tensor, list[int]]:
-        """Queue one forward pass over ``rows``: the head's probabilities at the read positions, all rows' end to
-        end, still on the device, and how many belong to each row."""
-        if read_positions is None:
-            read_positions = [self.read_positions(r) for r in rows]
-        batch: Batch = build_batch(rows, read_positions, self.pad_id, self.padding_side, self.packed)
+    def launch_rows(self, rows: list[list[int]], reads: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
+        """Queue one forward pass over ``rows``: the head's probabilities at the positions ``reads``, all rows' end
+        to end, still on the device, and how many belong to each row."""
+        batch: Batch = build_batch(rows, reads, self.pad_id, self.padding_side, self.packed)
         device = self.device
         # inference_mode mixed with ZeRO-3 training has failed in DeepSpeed's ZeRO-3 linear ("Inference tensors cannot
         # be saved for backward"); no_grad costs nothing more here, and is how TRL runs its ZeRO-3 reference model.

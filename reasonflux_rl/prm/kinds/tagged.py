@@ -1,13 +1,14 @@
 """What the kinds that score steps share: split into steps, put a step tag after each, fit the context, read tags.
 
-The step classifier and the token-logit PRM differ only in how the tagged steps are laid out (chat template or raw
-text) and in the head read at each tag; the truncation policies and the tag bookkeeping live here.
+The step kinds differ only in how the tagged steps are laid out (a chat template, raw text, or token rows built step
+by step) and in the head read at each tag; the truncation policies and the tag bookkeeping live here.
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from itertools import pairwise
 
 from torch import nn
@@ -41,6 +42,10 @@ def single_token_id(tokenizer: PreTrainedTokenizerBase, text: str, what: str) ->
     return ids[0]
 
 
+# A token row and the position of the step tag of each step it holds, in step order.
+TaggedRow = tuple[list[int], list[int]]
+
+
 class StepTagScorer(PRMScorer):
     """Base of the kinds that score every step at a step tag (one score per step, each in [0, 1]).
 
@@ -48,6 +53,9 @@ class StepTagScorer(PRMScorer):
     at most ``max_steps`` (the tail merged into the last kept step). ``truncation`` decides what happens when the
     formatted input is longer than ``max_length`` (see [`~reasonflux_rl.prm.engine.truncation`]): ``"drop_oldest"`` or
     ``"windows"`` (context of about ``window_overlap`` tokens, default a quarter of ``max_length``).
+
+    A kind lays out its input as text ([`format`], tokenised whole, its tags found by their id) or builds the token
+    rows itself ([`step_rows`]).
     """
 
     def __init__(
@@ -76,30 +84,41 @@ class StepTagScorer(PRMScorer):
             # A pad that looked like a tag would be harmless (padding is masked out of the reads) but confusing.
             self.pad_id = tokenizer.eos_token_id or 0
 
-    @abstractmethod
     def format(self, problem: str, steps: list[str]) -> str:
-        """The PRM's input text for ``problem`` and ``steps``, one step tag after each step."""
+        """The PRM's input text for ``problem`` and ``steps``, one step tag after each step (a kind that builds its
+        token rows itself overrides [`step_rows`] instead)."""
+        raise NotImplementedError(f"{type(self).__name__} builds its token rows itself (step_rows)")
 
-    def _ids(self, problem: str, steps: list[str]) -> list[int]:
-        return self.tokenizer.encode(self.format(problem, steps))
+    def step_rows(self, problem: str, steps: list[str]) -> Callable[[int, int], TaggedRow]:
+        """The rows of one pair: a function of ``(start, end)`` giving the token row of ``problem`` with
+        ``steps[start:end]`` and the position of each of those steps' tags in it (the truncation policies ask for
+        several ranges). Here: [`format`]'s text, tokenised whole, checked to hold one tag per step."""
+
+        @cache
+        def row(start: int, end: int) -> TaggedRow:
+            ids = self.tokenizer.encode(self.format(problem, steps[start:end]))
+            tags = [k for k, token in enumerate(ids) if token == self.tag_id]
+            if len(tags) != end - start:
+                raise ValueError(
+                    f"the PRM tokenizer produced {len(tags)} step tags for {end - start} steps; the step tag "
+                    f"{self.step_tag!r} must tokenise to one token wherever it appears"
+                )
+            return ids, tags
+
+        return row
 
     def encode(self, problem: str, completion: str) -> Encoded:
-        """Token rows for one pair under the truncation policy, each checked to hold one tag per step."""
+        """Token rows for one pair under the truncation policy, and the tag of each step in them."""
         steps, step_spans = located_steps(completion, self.parts, self.max_steps, self.thinking_prefilled)
         if not steps:
-            return Encoded([], StepScores())
+            return Encoded([], [], StepScores())
         n = len(steps)
-        cache: dict[tuple[int, int], list[int]] = {}
-
-        def ids(start: int, end: int) -> list[int]:
-            if (start, end) not in cache:
-                cache[start, end] = self._ids(problem, steps[start:end])
-            return cache[start, end]
+        row = self.step_rows(problem, steps)
 
         def length_of(start: int, end: int) -> int:
-            return len(ids(start, end))
+            return len(row(start, end)[0])
 
-        full = ids(0, n)
+        full, tags = row(0, n)
         if len(full) <= self.max_length:
             spans = [(0, 0, n)]
             dropped = 0
@@ -107,24 +126,14 @@ class StepTagScorer(PRMScorer):
             dropped = drop_oldest(n, length_of, self.max_length)
             spans = [(dropped, dropped, n)] if dropped < n else []
         else:
-            tags = [k for k, t in enumerate(full) if t == self.tag_id]
-            step_tokens = [tags[0] + 1] + [b - a for a, b in pairwise(tags)] if len(tags) == n else [1] * n
+            step_tokens = [tags[0] + 1] + [b - a for a, b in pairwise(tags)]
             windows, lost = plan_windows(n, length_of, self.max_length, self.window_overlap, step_tokens)
             spans = [(w.context, w.first, w.end) for w in windows]
             dropped = len(lost)
-        rows = [ids(context, end) for context, _, end in spans]
-        for row, (context, _, end) in zip(rows, spans):
-            if row.count(self.tag_id) != end - context:
-                raise ValueError(
-                    f"the PRM tokenizer produced {row.count(self.tag_id)} step tags for {end - context} steps; "
-                    f"the step tag {self.step_tag!r} must tokenise to one token wherever it appears"
-                )
+        rows = [row(context, end) for context, _, end in spans]
         result = StepScores(num_steps=n, dropped_steps=dropped)
-        return Encoded(rows, result, [range(f, e) for _, f, e in spans], step_spans)
-
-    def read_positions(self, row: list[int]) -> list[int]:
-        """Positions of the step tags in ``row``."""
-        return [k for k, token in enumerate(row) if token == self.tag_id]
+        return Encoded([ids for ids, _ in rows], [reads for _, reads in rows], result,
+                       [range(f, e) for _, f, e in spans], step_spans)
 
     def finish(self, encoded: Encoded, outputs: list[list[float]]) -> StepScores:
         """Keep each row's scores of the steps it scores (its last ones); context steps were scored elsewhere."""

@@ -149,20 +149,16 @@ class ValueHeadScorer(PRMScorer):
         """The tokens of ``problem + completion``, cut to the problem and the completion's end past ``max_length``."""
         text = self.text(completion)
         if not text.strip():
-            return Encoded([], StepScores())
+            return Encoded([], [], StepScores())
         encoding = self.tokenizer(problem + text, return_offsets_mapping=True)
         ids: list[int] = encoding["input_ids"]
         if len(ids) <= self.max_length:
-            return Encoded([ids], StepScores(num_tokens=len(ids)))
+            return Encoded([ids], [_last(ids)], StepScores(num_tokens=len(ids)))
         # Tokens that start inside the problem (and a leading BOS, at offset 0) belong to the problem.
         in_problem = sum(1 for start, _ in encoding["offset_mapping"] if start < len(problem))
         keep_problem = min(in_problem, self.max_length // 2)
         kept = ids[:keep_problem] + ids[len(ids) - (self.max_length - keep_problem) :]
-        return Encoded([kept], StepScores(num_tokens=len(ids), dropped_tokens=len(ids) - len(kept)))
-
-    def read_positions(self, row: list[int]) -> list[int]:
-        """The last real token."""
-        return [len(row) - 1]
+        return Encoded([kept], [_last(kept)], StepScores(num_tokens=len(ids), dropped_tokens=len(ids) - len(kept)))
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """``sigmoid(reward_head(h))`` in float32."""
@@ -193,6 +189,11 @@ class ValueHeadScorer(PRMScorer):
         ```
         """
         return super().score(problems, completions)
+
+
+def _last(row: list[int]) -> list[int]:
+    """The position the head reads: the last real token."""
+    return [len(row) - 1]
 
 
 def _reward_head(info: CheckpointInfo) -> nn.Linear:

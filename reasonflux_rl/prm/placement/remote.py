@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.checkpoint import (
     STEP_CLASSIFIER,
+    STEP_VALUE_HEAD,
     CheckpointInfo,
     PRMCheckpointError,
     inspect_checkpoint,
@@ -26,8 +27,10 @@ from reasonflux_rl.prm.checkpoint import (
 from reasonflux_rl.prm.engine.base import DEFAULT_BATCH_TOKENS
 from reasonflux_rl.prm.engine.format import DEFAULT_SYSTEM_PROMPT, STEP_TAG, Parts, format_steps
 from reasonflux_rl.prm.kinds.step_classifier_model import ARCHITECTURE
+from reasonflux_rl.prm.kinds.step_value_head_model import ARCHITECTURE as STEP_VALUE_HEAD_ARCHITECTURE
 from reasonflux_rl.prm.kinds.tagged import StepTagScorer, single_token_id
 from reasonflux_rl.prm.placement.pooling_client import PoolingClient, PRMServerError, PRMUnavailableError
+from reasonflux_rl.prm.placement.resolve import check_served_kind
 
 PROBE_PROBLEM = "What is 1 + 1?"
 PROBE_STEPS = ["One plus one is two.", "Check: 2 - 1 = 1, so it holds.", "The answer is $\\boxed{2}$."]
@@ -150,12 +153,12 @@ class RemoteStepScorer(StepTagScorer):
         """The chat-template input of the model card, as the local step classifier builds it."""
         return format_steps(self.tokenizer, problem, steps, self.system_prompt, self.step_tag)
 
-    def run_rows(self, rows: list[list[int]]) -> list[list[float]]:
-        """``p_positive`` at each step tag of each row, from the servers."""
+    def run_rows(self, rows: list[list[int]], reads: list[list[int]]) -> list[list[float]]:
+        """``p_positive`` at each step tag of each row (``reads``: the tags' positions), from the servers."""
         answers = self.client.pool(rows)
         out = []
-        for row, answer in zip(rows, answers):
-            tags = len(self.read_positions(row))
+        for tag_positions, answer in zip(reads, answers):
+            tags = len(tag_positions)
             if len(answer) != tags or any(len(pair) != 2 for pair in answer):
                 raise PRMServerError(
                     f"a PRM server answered {len(answer)} rows of {sorted({len(p) for p in answer})} labels for an "
@@ -220,6 +223,7 @@ def inspect_served_checkpoint(path: str | Path) -> CheckpointInfo:
     """Check a local directory for a step classifier whose weights may live only on its servers.
 
     It needs the ``config.json`` and the tokenizer; when weights are there too, they are checked as for a local load.
+    Another kind (told by its weights, or a step value head by its architecture name) is refused with the reason.
 
     Example:
     ```python
@@ -238,10 +242,15 @@ def inspect_served_checkpoint(path: str | Path) -> CheckpointInfo:
             "when it is served remotely (copy them without the weights, e.g. `hf download Gen-Verse/ReasonFlux-PRM-7B "
             "--exclude '*.safetensors' --local-dir ...`)"
         )
+    where = f"prm_name_or_path={str(path)!r}"
     if read_weight_shapes(root):
-        return inspect_checkpoint(root, kind=STEP_CLASSIFIER)
+        info = inspect_checkpoint(root)
+        check_served_kind(info.kind, where)
+        return info
     config = json.loads((root / "config.json").read_text())
     architectures = tuple(config.get("architectures") or ())
+    if STEP_VALUE_HEAD_ARCHITECTURE in architectures:
+        check_served_kind(STEP_VALUE_HEAD, where)
     if ARCHITECTURE not in architectures:
         raise PRMCheckpointError(
             f"prm_name_or_path={str(path)!r}: config.json names architectures {list(architectures)}; remote scoring "

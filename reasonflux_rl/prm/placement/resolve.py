@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm.checkpoint import STEP_CLASSIFIER, STEP_VALUE_HEAD
 
 AUTO, REPLICA, ZERO3, SERVER = "auto", "replica", "zero3", "server"
 PLACEMENTS: tuple[str, ...] = (AUTO, REPLICA, ZERO3, SERVER)
@@ -47,3 +48,32 @@ def resolve_placement(placement: str, server_urls: Sequence[str] | None) -> str:
             "prm_placement 'server' (or 'auto') to score on those servers, or drop prm_server_urls"
         )
     return placement
+
+
+def check_served_kind(kind: str, where: str) -> None:
+    """A ConfigError, starting with ``where`` (the setting that named the kind or the checkpoint), for a PRM kind that
+    PRM servers cannot score: they serve step classifiers (``"auto"`` is checked once the checkpoint is read).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm.placement.resolve import check_served_kind
+    >>> check_served_kind("step_classifier", "prm_kind='step_classifier'")
+    >>> try:
+    ...     check_served_kind("step_value_head", "prm_kind='step_value_head'")
+    ... except ValueError as err:
+    ...     print(str(err)[:99])
+    prm_kind='step_value_head': a step value-head PRM cannot be scored on PRM servers (prm_server_urls)
+
+    ```
+    """
+    if kind in (AUTO, STEP_CLASSIFIER):
+        return
+    if kind == STEP_VALUE_HEAD:
+        raise ConfigError(
+            f"{where}: a step value-head PRM cannot be scored on PRM servers (prm_server_urls): vLLM serves the "
+            "Skywork-o1-Open-PRM layout (v_head.summary) only through a model plugin, and the servers' STEP pooler "
+            "reads 2-label step classifiers. Score it in the training processes: drop prm_server_urls "
+            "(prm_placement 'replica' or 'zero3')."
+        )
+    raise ConfigError(f"{where}: a {kind} PRM cannot be scored on PRM servers (prm_server_urls), which serve step "
+                      "classifiers")
