@@ -49,14 +49,14 @@ def load_scorer(
     keyword: any of [`~reasonflux_rl.prm.declaration.LOAD_OPTIONS`] (an unknown keyword is a ``TypeError``). Each kind
     reads the options it declares and ignores the rest, so one configuration can name any checkpoint.
 
-    ``kind`` is ``"auto"`` (step classifier or value head, told apart by their weights), or one of
+    ``kind`` is ``"auto"`` (step classifier, value head or step value head, told apart by their weights), or one of
     [`~reasonflux_rl.prm.checkpoint.KINDS`]; a token-logit PRM must be named (``kind="token_logit"`` with
     ``step_tag``, ``good_token``, ``bad_token``). Options:
 
     - every kind: ``device``, ``dtype``, ``attn_implementation``, ``packed``, ``batch_tokens``, ``padding_side``,
       ``parts``, ``max_length``, ``truncation`` (the value head has ``drop_oldest`` only), ``thinking_prefilled``;
-    - step kinds: ``max_steps``, ``window_overlap``, ``step_tag``; the step classifier ``system_prompt``; the
-      token-logit PRM ``good_token``, ``bad_token`` and the ``*_id`` overrides.
+    - step kinds (step classifier, token logit, step value head): ``max_steps``, ``window_overlap``, ``step_tag``; the
+      step classifier ``system_prompt``; the token-logit PRM ``good_token``, ``bad_token`` and the ``*_id`` overrides.
 
     ``trajectory_prm`` names a second checkpoint, a value head, whose score becomes each result's
     ``trajectory_score`` (see [`~reasonflux_rl.prm.kinds.combined.WithTrajectoryScore`]); it gets the runtime options.
@@ -64,7 +64,8 @@ def load_scorer(
     ``server_urls`` scores with a step classifier served by vLLM at those URLs instead of loading its weights here
     (see [`~reasonflux_rl.prm.placement.remote.RemoteStepScorer`]; ``path`` then needs only the config and tokenizer), with
     the options ``server_model``, ``max_inflight``, ``request_timeout``, ``retries``, ``deadline`` and ``check``
-    (ignored without ``server_urls``); the runtime options then apply to the trajectory PRM only.
+    (ignored without ``server_urls``); the runtime options then apply to the trajectory PRM only. Another kind is
+    refused there: the servers serve step classifiers.
 
     ``placement`` (see [`~reasonflux_rl.prm.placement.resolve`]): ``"auto"`` is ``"server"`` with ``server_urls`` and
     ``"replica"`` (whole weights in this process) without; ``"zero3"`` partitions the local kinds (and the trajectory
