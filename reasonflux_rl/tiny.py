@@ -230,8 +230,9 @@ def write_tiny_step_value_head(
 ) -> Path:
     """Write a tiny step value-head PRM in the Skywork-o1-Open-PRM layout into ``out``: a Qwen2 causal LM (untied LM
     head, architecture name ``Qwen2ForPrmModel``) whose ``model.safetensors`` also holds ``v_head.summary.weight``
-    and ``.bias`` (a ``Linear(hidden, 1)``), and its tokenizer, whose BOS token is ``<|endoftext|>``. ``overrides``
-    change the Qwen2 config (a large shape builds faster on a GPU: ``device``, in ``dtype``). Returns ``out``.
+    and ``.bias`` (a ``Linear(hidden, 1)``), and its tokenizer, whose BOS token is ``<|im_start|>`` (as in the
+    released checkpoints' ``special_tokens_map.json``). ``overrides`` change the Qwen2 config (a large shape builds
+    faster on a GPU: ``device``, in ``dtype``). Returns ``out``.
 
     Example:
     ```python
@@ -248,7 +249,7 @@ def write_tiny_step_value_head(
 
     root = Path(out)
     tokenizer = build_tokenizer()
-    tokenizer.bos_token = "<|endoftext|>"
+    tokenizer.bos_token = "<|im_start|>"
     torch.manual_seed(seed)
     config = _decoder_config(tokenizer, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, **overrides)
     with torch.device(device):

@@ -125,7 +125,7 @@ class StepValueHeadScorer(StepTagScorer):
         >>> [ids[k] for k in reads] == [scorer.tag_id] * 2, reads[-1] == len(ids) - 1
         (True, True)
         >>> print(scorer.tokenizer.decode(ids))
-        <|endoftext|>1+1?
+        <|im_start|>1+1?
         1+1=2.
         So 2.
         <BLANKLINE>
