@@ -154,7 +154,8 @@ def test_a_tokenizer_without_bos_is_refused(tmp_path):
     settings = json.loads((path / "tokenizer_config.json").read_text())
     settings["bos_token"] = None
     (path / "tokenizer_config.json").write_text(json.dumps(settings))
-    with pytest.raises(ValueError, match=r"input starts with the tokenizer's BOS token .* this tokenizer has none"):
+    with pytest.raises(PRMCheckpointError, match=r"input starts with the tokenizer's BOS token .* this tokenizer has "
+                                                 r"none"):
         load_scorer(path)
 
 

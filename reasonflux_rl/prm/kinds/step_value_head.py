@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from reasonflux_rl.prm.checkpoint import STEP_VALUE_HEAD
+from reasonflux_rl.prm.checkpoint import STEP_VALUE_HEAD, PRMCheckpointError
 from reasonflux_rl.prm.engine.format import Parts
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.kinds.step_value_head_model import Qwen2ForPrmModel
@@ -69,7 +69,7 @@ class StepValueHeadScorer(StepTagScorer):
     ) -> None:
         step_tag = step_tag or STEP_TOKEN
         if tokenizer.bos_token is None:
-            raise ValueError(
+            raise PRMCheckpointError(
                 "a step value-head PRM's input starts with the tokenizer's BOS token (Skywork's prepare_input), and "
                 "this tokenizer has none: set bos_token in the checkpoint's tokenizer_config.json"
             )
