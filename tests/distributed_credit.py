@@ -46,6 +46,10 @@ def main():
     state = PartialState()
     (out / f"rank{state.process_index}.json").write_text(json.dumps({"world_size": state.num_processes,
                                                                      "calls": trainer.calls}))
+    # Both ranks leave together with the gloo group closed (as tests/zero3_scoring.py, where one leaving early aborted
+    # the other in teardown).
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,10 @@ def main():
     (out / f"rank{state.process_index}.json").write_text(
         json.dumps({"world_size": state.num_processes, "calls": calls})
     )
+    # Both ranks leave together with the gloo group closed (as tests/zero3_scoring.py, where one leaving early aborted
+    # the other in teardown).
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":
