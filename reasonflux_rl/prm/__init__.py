@@ -6,7 +6,8 @@
   the training config's ``prm_*`` keys, the commands' flags and ``load_scorer``'s keywords are made;
 - ``options.py``: the commands' PRM flags (and the declaration, re-exported);
 - ``engine/``: the batched path every kind shares (input format, truncation, length buckets, results);
-- ``kinds/``: step classifier, value head, token logit, and the steps + trajectory score combination (eq. 11);
+- ``kinds/``: step classifier, value head, token logit, step value head, and the steps + trajectory score combination
+  (eq. 11);
 - ``placement/``: where the model runs: a replica, ZeRO-3 shards beside the policy, or vLLM servers.
 
 Example:
