@@ -5,7 +5,7 @@ The public API, imported lazily (importing the package loads neither TRL nor a m
 advantages) and [`DenseCreditGRPOTrainer`].
 """
 
-from typing import Any
+from reasonflux_rl.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -17,13 +17,5 @@ _LAZY = {
     "DenseCreditGRPOTrainer": "reasonflux_rl.rewards.dense_trainer",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, _LAZY)
 __all__ = list(_LAZY)

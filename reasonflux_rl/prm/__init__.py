@@ -23,23 +23,14 @@ Example:
 ```
 """
 
-from typing import Any
-
+from reasonflux_rl.lazy_exports import lazy_exports
 from reasonflux_rl.prm.checkpoint import KINDS, CheckpointInfo, PRMCheckpointError, inspect_checkpoint
 from reasonflux_rl.prm.declaration import PRMOptions
 from reasonflux_rl.prm.engine.results import StepScores
 from reasonflux_rl.prm.engine.truncation import TRUNCATIONS
 
-
-def __getattr__(name: str) -> Any:
-    # The loader pulls in every model class; importing it lazily keeps the checkpoint inspection that configs run
-    # light.
-    if name == "load_scorer":
-        from reasonflux_rl.prm.loader import load_scorer
-
-        return load_scorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# The loader pulls in every model class; importing it lazily keeps the checkpoint inspection that configs run light.
+__getattr__ = lazy_exports(__name__, {"load_scorer": "reasonflux_rl.prm.loader"})
 
 __all__ = ["KINDS", "TRUNCATIONS", "CheckpointInfo", "PRMCheckpointError", "PRMOptions", "StepScores",
            "inspect_checkpoint", "load_scorer"]

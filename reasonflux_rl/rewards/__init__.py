@@ -12,8 +12,9 @@ For ``trl grpo --reward_funcs``, the dotted paths are ``reasonflux_rl.rewards.mi
 ``reasonflux_rl.rewards.outcome_reward`` and ``reasonflux_rl.rewards.format_reward``.
 """
 
-from typing import Any
+from reasonflux_rl.lazy_exports import lazy_exports
 
+# Lazy, so that importing one module of the room (the config, the formula) does not load models and TRL.
 _LAZY = {
     "mixed_reward": "reasonflux_rl.rewards.build",
     "build_reward_funcs": "reasonflux_rl.rewards.build",
@@ -22,14 +23,5 @@ _LAZY = {
     "RewardArguments": "reasonflux_rl.rewards.config",
 }
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that importing one module of the room (the config, the formula) does not load models and TRL.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, _LAZY)
 __all__ = list(_LAZY)
