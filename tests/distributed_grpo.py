@@ -3,12 +3,12 @@
 argv: policy_dir prm_dir out_dir normalisation
 """
 
-import json
 import sys
 from pathlib import Path
 
 from accelerate import PartialState
 from datasets import Dataset
+from rank_records import write_and_leave
 from trl import GRPOConfig, GRPOTrainer
 
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
@@ -41,13 +41,7 @@ def main():
     trainer = GRPOTrainer(model=policy, reward_funcs=[recorded_reward], args=args, train_dataset=Dataset.from_list(rows))
     trainer.train()
     state = PartialState()
-    (out / f"rank{state.process_index}.json").write_text(
-        json.dumps({"world_size": state.num_processes, "calls": calls})
-    )
-    # Both ranks leave together with the gloo group closed (as tests/zero3_scoring.py, where one leaving early aborted
-    # the other in teardown).
-    state.wait_for_everyone()
-    state.destroy_process_group()
+    write_and_leave(state, out, {"world_size": state.num_processes, "calls": calls})
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ with rank 1's PRM unavailable on the first call only; each rank records its rewa
 argv: prm_dir out_dir
 """
 
-import json
 import sys
 from pathlib import Path
 
 from accelerate import PartialState
+from rank_records import write_and_leave
 
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reasonflux_rl.prm.placement.pooling_client import PRMUnavailableError
@@ -56,12 +56,7 @@ def main():
         rewards = mixed(prompts=PROMPTS[mine], completions=COMPLETIONS[mine], log_metric=metrics.__setitem__)
         calls.append({"prompts": PROMPTS[mine], "completions": COMPLETIONS[mine], "rewards": rewards,
                       "metrics": metrics, "scorer_calls": mixed.prm.scorer.calls})
-    (out / f"rank{state.process_index}.json").write_text(
-        json.dumps({"world_size": state.num_processes, "calls": calls})
-    )
-    # A rank that exits while the other is still in gloo aborts it; leave together.
-    state.wait_for_everyone()
-    state.destroy_process_group()
+    write_and_leave(state, out, {"world_size": state.num_processes, "calls": calls})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from rank_records import read_records
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from trl import GRPOConfig, GRPOTrainer
@@ -399,7 +400,7 @@ def test_two_process_advantages_equal_one_process(tiny_models, tmp_path):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = read_records(tmp_path)
     assert ranks[0]["world_size"] == 2 and len(ranks[0]["calls"]) == len(ranks[1]["calls"]) == 2
     tokenizer = AutoTokenizer.from_pretrained(tiny_models.policy)
     for call0, call1 in zip(ranks[0]["calls"], ranks[1]["calls"]):

@@ -1,6 +1,5 @@
 """Two CPU processes (torchrun, gloo): a group split across ranks gets exactly the rewards of one process."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 from distributed_grpo import parity_outcome
 from distributed_prm_failure import boxed_14
+from rank_records import read_records
 
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reasonflux_rl.rewards.prm import MixedReward
@@ -26,7 +26,7 @@ def test_two_process_rewards_equal_one_process(tiny_models, tmp_path, normalisat
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = read_records(tmp_path)
     assert all(rank["world_size"] == 2 for rank in ranks)
     assert len(ranks[0]["calls"]) == len(ranks[1]["calls"]) == 2
 
@@ -62,7 +62,7 @@ def test_one_ranks_unavailable_prm_drops_the_prm_on_every_rank_and_metrics_agree
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = read_records(tmp_path)
     assert [rank["world_size"] for rank in ranks] == [2, 2]
     (failed0, ok0), (failed1, ok1) = ranks[0]["calls"], ranks[1]["calls"]
     # Rank 0's PRM answered the first call (and rank 1's raised inside its), so only the gather can drop it there.

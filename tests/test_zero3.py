@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rank_records import read_records
 from zero3_scoring import BATCH_TOKENS, CASES
 
 from reasonflux_rl.errors import ConfigError
@@ -41,7 +42,7 @@ def test_sharded_prms_score_uneven_slices_in_lockstep_as_replicas_do(tiny_models
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = read_records(tmp_path)
     assert [rank["world_size"] for rank in ranks] == [2, 2]
     for rank in ranks:
         for shard in rank["shards"].values():

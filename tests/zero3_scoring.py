@@ -4,11 +4,10 @@ argv: deepspeed_json prm_dir value_head_dir token_logit_dir step_value_head_dir 
 Writes out_dir/rank<r>.json with, per case, this rank's scores, its forward passes and which weights it holds.
 """
 
-import json
 import sys
-from pathlib import Path
 
 from accelerate import PartialState
+from rank_records import write_and_leave
 from transformers.integrations import HfDeepSpeedConfig
 
 from reasonflux_rl.prm import load_scorer
@@ -82,12 +81,8 @@ def main() -> None:
                 "passes": {name: passes[name] - before[name] for name in passes},
             }
     record = {"world_size": state.num_processes, "shards": shards, "results": results}
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps(record))
     del zero3
-    # A rank that leaves while the other still holds the gloo group open has aborted in teardown ("terminate called
-    # without an active exception", about 1 run in 6 with four sharded PRMs): both leave together, the group closed.
-    state.wait_for_everyone()
-    state.destroy_process_group()
+    write_and_leave(state, out, record)
 
 
 if __name__ == "__main__":
