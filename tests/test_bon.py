@@ -143,17 +143,28 @@ def test_bon_with_the_real_judge_matches_hand_computation(known, tmp_path, capsy
         assert image.format == "PNG" and image.size[0] > 400
 
 
-def test_bon_resumes_from_its_prm_cache_without_rescoring(monkeypatch, tmp_path):
+def killed_in_second_chunk(monkeypatch, tmp_path):
+    """A bon run over HAND_MADE in chunks of 5 candidates, killed while scoring the second: its input and scorer."""
     data = write_jsonl(tmp_path / "bon.jsonl", HAND_MADE)
     crashing = KnownScores(crash_on=2)
     monkeypatch.setattr(bon, "scorer_from_args", lambda args: crashing)
     with pytest.raises(KeyboardInterrupt):
         run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
-    assert len(crashing.completions) == 5 and not (tmp_path / "bon.json").exists()
+    return data, crashing
 
+
+def rerun(monkeypatch, data, tmp_path):
+    """The same bon run started again: the scorer it used and its result."""
     resumed = KnownScores()
     monkeypatch.setattr(bon, "scorer_from_args", lambda args: resumed)
-    result = run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    return resumed, run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+
+
+def test_bon_resumes_from_its_prm_cache_without_rescoring(monkeypatch, tmp_path):
+    data, crashing = killed_in_second_chunk(monkeypatch, tmp_path)
+    assert len(crashing.completions) == 5 and not (tmp_path / "bon.json").exists()
+
+    resumed, result = rerun(monkeypatch, data, tmp_path)
     assert crashing.completions + resumed.completions == [c for i in (0, 2, 6) for c in HAND_MADE[i]["candidates"][:4]]
     assert result["table"] == [pytest.approx(row) for row in HAND_TABLE]
     assert [p["prm_scores"] for p in result["per_problem"]] == HAND_SCORES
@@ -217,19 +228,13 @@ ALL_SCORED = [c for i in (0, 2, 6) for c in HAND_MADE[i]["candidates"][:4]]  # t
 
 
 def test_bon_cuts_a_torn_cache_line_and_rescores_only_that_candidate(monkeypatch, tmp_path):
-    data = write_jsonl(tmp_path / "bon.jsonl", HAND_MADE)
-    crashing = KnownScores(crash_on=2)
-    monkeypatch.setattr(bon, "scorer_from_args", lambda args: crashing)
-    with pytest.raises(KeyboardInterrupt):
-        run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    data, _ = killed_in_second_chunk(monkeypatch, tmp_path)
     cache = tmp_path / "bon.prm-cache.jsonl"
     # The kill landed in the middle of writing candidate 5's record.
     with open(cache, "a") as handle:
         handle.write('{"index": 5, "step_scores": [0.')
 
-    resumed = KnownScores()
-    monkeypatch.setattr(bon, "scorer_from_args", lambda args: resumed)
-    result = run_bon(data, tmp_path / "bon.json", "--chunk-size", "5", "--no-plot")
+    resumed, result = rerun(monkeypatch, data, tmp_path)
     assert resumed.completions == ALL_SCORED[5:]  # from the torn one on, each once
     assert [p["prm_scores"] for p in result["per_problem"]] == HAND_SCORES
     assert result["table"] == [pytest.approx(row) for row in HAND_TABLE]
