@@ -32,7 +32,7 @@ from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
-from reasonflux_rl.tools.bon_generate import BACKENDS, generate_candidates, resolve_backend
+from reasonflux_rl.tools.bon_generate import generate_candidates
 from reasonflux_rl.tools.outputs import write_json, write_rows
 from reasonflux_rl.tools.pipeline import InputRows, Scored, read_input, record_reward, score_stored
 from reasonflux_rl.tools.rows import (
@@ -44,6 +44,7 @@ from reasonflux_rl.tools.rows import (
     integer_or_text_field,
     text_field,
 )
+from reasonflux_rl.tools.sampling import BACKENDS, resolve_backend
 from reasonflux_rl.trajectory import prompt_text, split_trajectory
 
 NS: tuple[int, ...] = (1, 2, 4, 8, 16)

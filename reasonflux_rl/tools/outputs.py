@@ -141,3 +141,19 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path, features: An
     except pyarrow.ArrowException as err:
         raise ConfigError(f"cannot write {str(path)!r} as {kind}: {err}; write a .jsonl output instead") from err
     return Path(path)
+
+
+def sibling(output: str | Path, suffix: str) -> Path:
+    """A file next to ``output`` named after it: ``sel.jsonl`` -> ``sel<suffix>``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.outputs import sibling
+    >>> str(sibling("out/sel.jsonl", ".summary.json")), str(sibling("out/sel", ".scores.png"))
+    ('out/sel.summary.json', 'out/sel.scores.png')
+
+    ```
+    """
+    path = Path(output)
+    stem = path.stem if path.suffix in ROW_SUFFIXES else path.name
+    return path.with_name(stem + suffix)

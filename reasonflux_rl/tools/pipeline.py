@@ -188,7 +188,7 @@ def read_input(
     when: str = "before scoring",
     writes_skipped: bool = False,
 ) -> InputRows[Item]:
-    """Read ``--input`` (with ``--config`` and ``--split``); refuse an input without rows, a ``required`` field
+    """Read ``--input`` (with ``--dataset-config`` and ``--split``); refuse an input without rows, a ``required`` field
     that no row has and an input column that the output would overwrite (``added``); parse every row with
     ``parse(index, row)`` (an item, or why the row gives none) and apply ``--on-bad-row`` to the bad rows
     ([`reasonflux_rl.tools.rows.handle_bad_rows`], which ``when`` and ``writes_skipped`` go to).
@@ -203,7 +203,7 @@ def read_input(
     >>> from reasonflux_rl.tools.rows import Fields, row_pair
     >>> path = Path(tempfile.mkdtemp()) / "in.jsonl"
     >>> _ = path.write_text('{"problem": "1+1?", "completion": "2"}\\n{"problem": "2+2?"}\\n')
-    >>> args = argparse.Namespace(input=str(path), config=None, split="train", on_bad_row="skip")
+    >>> args = argparse.Namespace(input=str(path), dataset_config=None, split="train", on_bad_row="skip")
     >>> parse = lambda index, row: row_pair(index, row, Fields())
     >>> rows = read_input(args, ["problem"], parse, "score")  # reports the bad row on stderr
     >>> rows.items, [str(b) for b in rows.bad]
@@ -216,11 +216,56 @@ def read_input(
 
     ```
     """
-    table = load_rows(args.input, args.config, args.split)
+    return parse_input(load_input(args), args, required, parse, command, added=added, when=when,
+                       writes_skipped=writes_skipped)
+
+
+def load_input(args: argparse.Namespace) -> Table:
+    """The rows of ``--input`` (with ``--dataset-config`` and ``--split``), refused when there are none: the first
+    half of [`read_input`], for a command that looks at the input's fields before it knows how to parse a row.
+
+    Example:
+    ```python
+    >>> import argparse
+    >>> from reasonflux_rl.tools.pipeline import load_input
+    >>> args = argparse.Namespace(input="builtin:lab", dataset_config=None, split="test")
+    >>> len(load_input(args).rows)
+    46
+
+    ```
+    """
+    table = load_rows(args.input, args.dataset_config, args.split)
     if not table.rows:
         # Said here: check_columns would call every field missing, and send the user looking for a typo.
         where = "" if Path(args.input).is_file() else f" in split {args.split!r}"
         raise ConfigError(f"--input {args.input!r} is empty: it has no rows{where}")
+    return table
+
+
+def parse_input(
+    table: Table,
+    args: argparse.Namespace,
+    required: Sequence[str],
+    parse: Callable[[int, Mapping], Item | str],
+    command: str,
+    *,
+    added: Sequence[str] = (),
+    when: str = "before scoring",
+    writes_skipped: bool = False,
+) -> InputRows[Item]:
+    """The second half of [`read_input`]: check ``table``'s fields, parse its rows and apply ``--on-bad-row``.
+
+    Example:
+    ```python
+    >>> import argparse
+    >>> from reasonflux_rl.tools.pipeline import parse_input
+    >>> from reasonflux_rl.tools.rows import Table
+    >>> args = argparse.Namespace(on_bad_row="error")
+    >>> parse_input(Table([{"a": 1}], []), args, ["a"], lambda index, row: row["a"], "score").items
+    [1]
+
+    ```
+    """
     check_columns(table.rows, required, added)
     items, bad = table.split(parse)
     handle_bad_rows(bad, args.on_bad_row, when, command, writes_skipped=writes_skipped)

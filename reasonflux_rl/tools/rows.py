@@ -150,6 +150,21 @@ def load_rows(name: str, config: str | None = None, split: str = "train") -> Tab
         raise ConfigError(f"cannot read input {name!r}: {type(err).__name__}: {err}") from err
 
 
+def columns(rows: Sequence[Mapping | None]) -> set[str]:
+    """The field names of the rows: a ``datasets.Dataset``'s columns, or every key any readable row has.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.rows import columns
+    >>> sorted(columns([{"problem": "1+1?"}, None, {"completion": "2"}]))
+    ['completion', 'problem']
+
+    ```
+    """
+    names = getattr(rows, "column_names", None)
+    return set(names) if names is not None else {key for row in rows if row is not None for key in row}
+
+
 def check_columns(rows: Sequence[Mapping | None], required: Sequence[str], added: Sequence[str] = ()) -> None:
     """Refuse, before any work, a field name that no row has (a typo, not a bad row) and an input column that the
     output would overwrite.
@@ -164,8 +179,7 @@ def check_columns(rows: Sequence[Mapping | None], required: Sequence[str], added
 
     ```
     """
-    names = getattr(rows, "column_names", None)  # a datasets.Dataset's columns
-    present = set(names) if names is not None else {key for row in rows if row is not None for key in row}
+    present = columns(rows)
     for name in required:
         if name not in present:
             raise ConfigError(f"field {name!r} is in no input row; the input's fields are {sorted(present)}")
@@ -393,7 +407,10 @@ def handle_bad_rows(
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--input``, ``--config``, ``--split`` (read by [`load_rows`]) and ``--on-bad-row``.
+    """``--input``, ``--dataset-config``, ``--split`` (read by [`load_rows`]) and ``--on-bad-row``.
+
+    ``--dataset-config`` is the hub dataset's config name (TRL's ``dataset_config``); ``--config`` is left to the
+    commands that read a YAML recipe, so it is refused here.
 
     Example:
     ```python
@@ -403,12 +420,15 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     >>> add_input_arguments(parser)
     >>> parser.parse_args(["--input", "d.jsonl"]).on_bad_row
     'error'
+    >>> parser.parse_args(["--input", "d.jsonl", "--dataset-config", "main"]).dataset_config
+    'main'
 
     ```
     """
     group = parser.add_argument_group("input")
     group.add_argument("--input", required=True, help=".jsonl/.json/.parquet/.csv file, save_to_disk dir or hub name")
-    group.add_argument("--config", default=None, help="hub dataset config name")
+    group.add_argument("--dataset-config", dest="dataset_config", default=None, metavar="NAME",
+                       help="hub dataset config name (TRL's dataset_config)")
     group.add_argument("--split", default="train", help="split of a hub dataset or DatasetDict")
     group.add_argument("--on-bad-row", default="error", choices=BAD_ROW_POLICIES,
                        help="a bad row (unreadable, missing or empty field, non-string) stops the run, or is skipped "

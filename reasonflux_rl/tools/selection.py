@@ -30,7 +30,7 @@ from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.options import add_prm_arguments, prm_settings, scorer_from_args
-from reasonflux_rl.tools.outputs import ROW_SUFFIXES, output_format, write_json, write_rows
+from reasonflux_rl.tools.outputs import output_format, sibling, write_json, write_rows
 from reasonflux_rl.tools.overlap import DEFAULT_BINS, Overlap, source_overlap
 from reasonflux_rl.tools.pipeline import InputRows, Scored, read_input, record_reward, score_stored
 from reasonflux_rl.tools.rows import (
@@ -153,22 +153,6 @@ def _output_features(rows: Sequence[Mapping | None]) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- the command
-
-
-def sibling(output: str | Path, suffix: str) -> Path:
-    """A file next to ``output`` named after it: ``sel.jsonl`` -> ``sel<suffix>``.
-
-    Example:
-    ```python
-    >>> from reasonflux_rl.tools.selection import sibling
-    >>> str(sibling("out/sel.jsonl", ".summary.json")), str(sibling("out/sel", ".scores.png"))
-    ('out/sel.summary.json', 'out/sel.scores.png')
-
-    ```
-    """
-    path = Path(output)
-    stem = path.stem if path.suffix in ROW_SUFFIXES else path.name
-    return path.with_name(stem + suffix)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,15 @@ from trl import GRPOConfig, ModelConfig, TrlParser
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.rewards.config import RewardArguments
 from reasonflux_rl.train.dataset import TrainScriptArguments, load_train_dataset, split_holdout
-from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch, preflight, read_accelerate_config
+from reasonflux_rl.train.preflight import (
+    check_deepspeed,
+    deepspeed_argument,
+    gpu_checks_at_launch,
+    launch_size,
+    preflight,
+    recipe_of,
+    split_launch_options,
+)
 from reasonflux_rl.train.reference import USAGE, train_help
 from reasonflux_rl.train.verdict import plot_learning_curve, verdict
 from reasonflux_rl.trajectory import THINK_OPEN
@@ -78,7 +86,7 @@ class _TrainParser(TrlParser):
 
     def parse_args_and_config(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> tuple:
         args = list(sys.argv[1:] if args is None else args)
-        recipe = _recipe(args)
+        recipe = recipe_of(args)
         if "reward_funcs" in recipe:
             path = args[args.index("--config") + 1]
             raise ConfigError(
@@ -143,35 +151,6 @@ def thinking_prefilled_by(policy: str) -> bool:
     return prompt.rstrip().endswith(THINK_OPEN)
 
 
-def _launch_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """Split off the options that are ours, not the dataclasses': --dry-run, --num_processes, --accelerate_config."""
-    options: dict[str, Any] = {"dry_run": False, "num_processes": None, "accelerate_config": None}
-    rest: list[str] = []
-    items = iter(argv)
-    for arg in items:
-        if arg == "--dry-run":
-            options["dry_run"] = True
-        elif arg in ("--num_processes", "--accelerate_config"):
-            value = next(items, None)
-            if value is None:
-                raise ConfigError(f"{arg} needs a value")
-            options[arg[2:]] = int(value) if arg == "--num_processes" else value
-        else:
-            rest.append(arg)
-    return rest, options
-
-
-def _recipe(argv: list[str]) -> dict[str, Any]:
-    """The mapping of the ``--config`` YAML (empty without one); TrlParser reads the same file again."""
-    if "--config" not in argv[:-1]:
-        return {}
-    import yaml
-
-    config_path = Path(argv[argv.index("--config") + 1])
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
-    return config if isinstance(config, dict) else {}
-
-
 def _user_set(argv: list[str]) -> set[str]:
     """The argument names the ``--config`` YAML or the command line set, as opposed to dataclass defaults or values
     that a config's ``__post_init__`` derived (GRPOConfig fills ``generation_batch_size`` for the parsing process's
@@ -182,18 +161,7 @@ def _user_set(argv: list[str]) -> set[str]:
         action.default = argparse.SUPPRESS
         action.required = False
     given, _ = parser.parse_known_args(argv)
-    return set(_recipe(argv)) | set(vars(given))
-
-
-def _deepspeed_argument(argv: list[str]) -> str | None:
-    """The ``deepspeed`` file named on the command line or in the ``--config`` YAML, if it is a path."""
-    value = _recipe(argv).get("deepspeed")
-    for i, arg in enumerate(argv):
-        if arg == "--deepspeed" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--deepspeed="):
-            value = arg.split("=", 1)[1]
-    return value if isinstance(value, str) and not value.lstrip().startswith("{") else None
+    return set(recipe_of(argv)) | set(vars(given))
 
 
 def _name_after_reward(key: str, template: str | None, reward_args: RewardArguments) -> str | None:
@@ -233,14 +201,6 @@ class Launch:
     deferred: list[str] = field(default_factory=list)
 
 
-def _launch_size(options: dict[str, Any]) -> tuple[int | None, str | None]:
-    """``(num_processes, DeepSpeed file)`` of the launch the options describe (None where they do not say)."""
-    if not options["accelerate_config"]:
-        return options["num_processes"], None
-    accelerate = read_accelerate_config(options["accelerate_config"])
-    return options["num_processes"] or accelerate["num_processes"], accelerate["deepspeed"]
-
-
 def _parse_configs(args: list[str], num_processes: int | None, dry_run: bool) -> tuple[tuple, list[str]]:
     """The four configs, and what only the launch's GPUs can tell (a dry run only)."""
     # A dry run parses the recipe as the launch it describes will, not as the single process it is, and on a login
@@ -270,12 +230,12 @@ def parse_launch(argv: Sequence[str]) -> Launch:
 
     ```
     """
-    args, options = _launch_options(list(argv))
-    deepspeed_file = _deepspeed_argument(args)
+    args, options = split_launch_options(list(argv))
+    deepspeed_file = deepspeed_argument(args)
     if deepspeed_file is not None:
         # transformers reads a missing file as inline JSON and fails with a JSONDecodeError while parsing.
         check_deepspeed(deepspeed_file)
-    num_processes, deepspeed = _launch_size(options)
+    num_processes, deepspeed = launch_size(options)
     (script_args, training_args, model_args, reward_args), deferred = _parse_configs(
         args, num_processes, options["dry_run"])
     # Sweeps name each run, and give it its own directory, after its reward settings, e.g.

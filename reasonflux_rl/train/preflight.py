@@ -118,6 +118,91 @@ def gpu_checks_at_launch(num_processes: int) -> Iterator[list[str]]:
         training_args.is_torch_bf16_gpu_available = probe
 
 
+def split_launch_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Split off the launch options of ``train`` and ``prm train``, which are not keys of their dataclasses:
+    ``--dry-run``, ``--num_processes N`` and ``--accelerate_config FILE``.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.preflight import split_launch_options
+    >>> split_launch_options(["--config", "r.yaml", "--dry-run", "--num_processes", "8"])
+    (['--config', 'r.yaml'], {'dry_run': True, 'num_processes': 8, 'accelerate_config': None})
+
+    ```
+    """
+    options: dict[str, Any] = {"dry_run": False, "num_processes": None, "accelerate_config": None}
+    rest: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg == "--dry-run":
+            options["dry_run"] = True
+        elif arg in ("--num_processes", "--accelerate_config"):
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{arg} needs a value")
+            options[arg[2:]] = int(value) if arg == "--num_processes" else value
+        else:
+            rest.append(arg)
+    return rest, options
+
+
+def recipe_of(argv: list[str]) -> dict[str, Any]:
+    """The mapping of the ``--config`` YAML (empty without one); TrlParser reads the same file again.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.preflight import recipe_of
+    >>> recipe_of(["--config", "recipes/lab/cpu.yaml"])["dataset_name"], recipe_of(["--seed", "1"])
+    ('builtin:lab', {})
+
+    ```
+    """
+    if "--config" not in argv[:-1]:
+        return {}
+    config_path = Path(argv[argv.index("--config") + 1])
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+    return config if isinstance(config, dict) else {}
+
+
+def deepspeed_argument(argv: list[str]) -> str | None:
+    """The ``deepspeed`` file named on the command line or in the ``--config`` YAML, if it is a path (not inline
+    JSON).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.preflight import deepspeed_argument
+    >>> deepspeed_argument(["--deepspeed", "deepspeed_configs/zero3.json"]), deepspeed_argument(["--deepspeed={}"])
+    ('deepspeed_configs/zero3.json', None)
+
+    ```
+    """
+    value = recipe_of(argv).get("deepspeed")
+    for i, arg in enumerate(argv):
+        if arg == "--deepspeed" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--deepspeed="):
+            value = arg.split("=", 1)[1]
+    return value if isinstance(value, str) and not value.lstrip().startswith("{") else None
+
+
+def launch_size(options: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``(num_processes, DeepSpeed file)`` of the launch the options of [`split_launch_options`] describe (None
+    where they do not say).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.preflight import launch_size
+    >>> launch_size({"num_processes": None, "accelerate_config": "recipes/accelerate/zero3_1node_8gpu.yaml"})
+    (8, 'deepspeed_configs/zero3.json')
+
+    ```
+    """
+    if not options["accelerate_config"]:
+        return options["num_processes"], None
+    accelerate = read_accelerate_config(options["accelerate_config"])
+    return options["num_processes"] or accelerate["num_processes"], accelerate["deepspeed"]
+
+
 def _per_step(completions: int, generations: int) -> int | float:
     # A prompt group may straddle two optimizer steps (TRL allows it); show the fraction rather than hide it.
     return completions // generations if completions % generations == 0 else round(completions / generations, 3)

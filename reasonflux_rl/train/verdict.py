@@ -32,6 +32,21 @@ def curve(log_history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, fl
     return [(int(entry.get("step", 0)), float(entry[key])) for entry in log_history if key in entry]
 
 
+def duration(seconds: float) -> str:
+    """A run's wall time as the verdict lines write it.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.train.verdict import duration
+    >>> duration(250), duration(5.4)
+    ('4m10s', '0m05s')
+
+    ```
+    """
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
 def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
     """One line on what the run did: held-out accuracy before and after, the steps and time, and the mean
     PRM-outcome correlation of the training batches.
@@ -48,8 +63,7 @@ def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
 
     ```
     """
-    minutes, rest = divmod(round(seconds), 60)
-    took = f"{minutes}m{rest:02d}s"
+    took = duration(seconds)
     held_out = curve(log_history, EVAL_ACCURACY)
     steps = max((int(entry.get("step", 0)) for entry in log_history), default=0)
     if len(held_out) >= 2:
