@@ -1,5 +1,5 @@
-"""The ``reasonflux-rl`` command: ``train``, ``tiny-models``, ``score``, ``select``, ``bon``, ``serve-prm`` and
-``lab`` (see ``USAGE``); ``COMMANDS`` maps each to the ``main`` that runs it."""
+"""The ``reasonflux-rl`` command: ``train``, ``prm``, ``tiny-models``, ``score``, ``select``, ``bon``, ``serve-prm``
+and ``lab`` (see ``USAGE``); ``COMMANDS`` maps each to the ``main`` that runs it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ USAGE = """usage: reasonflux-rl <command> [options]
 
 commands:
   train        GRPO training with the mixed outcome + PRM reward (reasonflux-rl train --config FILE.yaml)
+  prm          label trajectory-response rows and train a PRM on them (reasonflux-rl prm label|train --config F)
   tiny-models  write a tiny tokenizer, policy and PRMs for dry runs and tests (reasonflux-rl tiny-models --out DIR)
   score        score a JSONL file with a PRM (reasonflux-rl score --prm DIR --input IN.jsonl --output OUT.jsonl)
   select       keep the PRM's top rows of a dataset (reasonflux-rl select --input F --prm DIR --top-k K --output OUT)
@@ -20,7 +21,8 @@ commands:
                --output B.json)
   serve-prm    serve a local step-classifier PRM over vLLM's pooling API, for dry runs of PRM servers on CPU
                (reasonflux-rl serve-prm --prm DIR --port 8001)
-  lab          build the lab's warm-start policy and PRM (reasonflux-rl lab build --out DIR)
+  lab          build the lab's policy and PRM, or write its labelled solutions (reasonflux-rl lab build|trajectories
+               --out DIR)
 
 Run `reasonflux-rl <command> --help` for a command's options.
 """
@@ -28,6 +30,7 @@ Run `reasonflux-rl <command> --help` for a command's options.
 # Imported only when their command runs, so that `reasonflux-rl --help` loads neither torch nor TRL.
 COMMANDS: dict[str, str] = {
     "train": "reasonflux_rl.train.launch:main",
+    "prm": "reasonflux_rl.prm_training.launch:main",
     "tiny-models": "reasonflux_rl.cli:tiny_models",
     "score": "reasonflux_rl.tools.score:main",
     "select": "reasonflux_rl.tools.selection:main",

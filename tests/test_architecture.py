@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reasonflux_rl"
-ROOMS = ("rewards", "prm", "train", "tools", "lab")
+ROOMS = ("rewards", "prm", "train", "tools", "prm_training", "lab")
 # What a room may import from the package (besides itself and the SHARED modules below): the
-# data flows prm -> rewards -> (train, tools); the lab builds its models with the PRM's layout and the tiny
-# tokenizer; the dispatcher (cli) sits outside the rooms.
+# data flows prm -> rewards -> (train, tools); PRM training reads rows and stores progress as the tools do, judges
+# with the outcome reward and checks its launch as train does; the lab builds its models with the PRM's layout, the
+# tiny tokenizer and prm train; the dispatcher (cli) sits outside the rooms.
 ALLOWED = {
     "prm": set(),
     "rewards": {"prm"},
     "train": {"prm", "rewards"},
     "tools": {"prm", "rewards"},
-    "lab": {"prm"},
+    "prm_training": {"prm", "rewards", "tools", "train"},
+    "lab": {"prm", "prm_training"},
 }
 SHARED = {"errors", "trajectory", "data", "tiny", "lazy_exports"}
 

@@ -7,7 +7,7 @@ from reasonflux_rl import cli
 
 def test_the_module_docstring_names_every_command_of_the_usage():
     commands = re.findall(r"^  (\S+) ", cli.USAGE, re.M)
-    assert commands == ["train", "tiny-models", "score", "select", "bon", "serve-prm", "lab"]
+    assert commands == ["train", "prm", "tiny-models", "score", "select", "bon", "serve-prm", "lab"]
     for command in commands:
         assert f"``{command}``" in cli.__doc__, command
 

@@ -27,7 +27,7 @@ def test_every_section_ran(kit):
     assert summary["sections_failed"] == []
     assert set(results["sections_seconds"]) == {"environment", "matmul_peak", "prm_scoring_tiny-a",
                                                 "prm_scoring_tiny-b", "grpo_smoke", "grpo_dense_credit",
-                                                "reward_share", "step_value_head"}
+                                                "reward_share", "step_value_head", "prm_train"}
     assert results["mode"] == "cpu" and results["matmul_peak"]["tflops"] > 0
 
 
@@ -86,3 +86,16 @@ def test_step_value_head_loads_as_a_user_does_and_scores_alike_in_any_batch(kit)
     assert check["steps"] > 0 and check["fp32_score_std"] > 0.01 and check["tokens_per_s"] > 0
     # On the CPU both runs are fp32: the same numbers, whatever the batching.
     assert check["max_abs_diff_bf16_vs_fp32"] < 1e-5 and check["max_abs_diff_batched_vs_alone_fp32"] < 1e-5
+
+
+def test_prm_train_steps_the_trainer_and_fits_a_fixed_batch(kit):
+    results, summary = kit
+    report = results["prm_train"]
+    assert summary["prm_train_passed"] and report["passed"]
+    assert summary["prm_train_tokens_per_s"] == report["tokens_per_s"] > 0
+    assert report["precision"] == "fp32" and report["peak_gpu_mb"] == 0
+    assert report["steps"] == len(report["step_seconds"]) == 3 and report["rows"] >= report["pairs"] > 0
+    fixed = report["fixed_batch"]
+    assert fixed["rows"] > 0 and fixed["steps"] == len(fixed["losses"]) == 6
+    # The tiny model's loss on one batch falls step after step, well clear of noise.
+    assert fixed["loss_falls"] and fixed["last_loss"] < 0.9 * fixed["first_loss"]

@@ -66,6 +66,9 @@ def test_build_at_reduced_size_writes_loadable_assets(tmp_path):
     for part in ("policy_sampled", "policy_greedy", "prm"):
         assert all(0.0 <= value <= 1.0 for value in report[part].values())
     assert report["arguments"]["hidden"] == 32 and report["held_out_problems"] == len(problems("eval"))
+    # The PRM was trained by prm train, which evaluated it on held-out problems before and after.
+    assert report["prm_training"].startswith("held-out step accuracy ")
+    assert json.loads((paths.prm / "prm_training.json").read_text())["objective"]["lambda_final"] == 0.0
     assert re.match(r"policy: held-out accuracy \d+% sampled", summary(report))
     policy = AutoModelForCausalLM.from_pretrained(paths.policy)
     assert policy.config.hidden_size == 32

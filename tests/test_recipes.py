@@ -22,8 +22,9 @@ from reasonflux_rl.train.preflight import check_deepspeed, gpu_checks_at_launch,
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
-# `trl grpo` recipes (they name reward_funcs) run under TRL's own command: tests/test_trl_grpo.py runs them.
-TRAIN_RECIPES = [p for p in RECIPES if p.parent.name not in ("accelerate", "sweeps")
+# `trl grpo` recipes (they name reward_funcs) run under TRL's own command: tests/test_trl_grpo.py runs them; the
+# PRM-training recipes are `prm label` and `prm train`'s: tests/test_prm_training_trainer.py dry-runs them.
+TRAIN_RECIPES = [p for p in RECIPES if p.parent.name not in ("accelerate", "sweeps", "prm_train")
                  and "reward_funcs" not in (yaml.safe_load(p.read_text()) or {})]
 ACCELERATE = sorted((REPO / "recipes/accelerate").glob("*.yaml"))
 DEEPSPEED = sorted((REPO / "deepspeed_configs").glob("*.json"))

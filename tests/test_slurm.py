@@ -48,11 +48,11 @@ def cluster(tmp_path):
 
 
 def sbatch(cluster, nodes: list[str], *args: str, port: int = 9, recipe: str = RECIPE,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+           env: dict[str, str] | None = None, script: Path = SBATCH) -> subprocess.CompletedProcess:
     venv, log = cluster
     env = {**os.environ, "PYTHONPATH": str(REPO), "VENV": str(venv), "SRUN_LOG": str(log), "SLURM_JOB_NODELIST": "x",
            "FAKE_NODES": " ".join(nodes), "VLLM_PORT": str(port), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(["bash", str(SBATCH), recipe, *args], cwd=REPO, env=env, capture_output=True, text=True,
+    return subprocess.run(["bash", str(script), recipe, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -135,3 +135,42 @@ def test_prm_nodes_serve_the_prm_and_training_scores_through_them(cluster, tiny_
     train = next(step for step in recorded if "--nodelist=node1,node2" in step)
     urls = train[train.index("--prm_server_urls") + 1:train.index("--prm_server_model")]
     assert urls == [f"http://127.0.0.1:{prm_port}"]
+
+
+PRM_SBATCH = REPO / "recipes/slurm/prm_train.sbatch"
+PRM_RECIPE = "recipes/prm_train/qwen2.5_7b_instruct_openthoughts.yaml"
+
+
+def labelled_rows(path: Path) -> Path:
+    row = {"problem": "1+1?", "completion": "Add.\n</think>\n\nSo $\\boxed{2}$.", "step_targets": [1.0, 1.0],
+           "trajectory_target": 1.0}
+    path.write_text("".join(json.dumps(row) + "\n" for _ in range(300)))
+    return path
+
+
+def test_prm_training_on_two_nodes_dry_runs_for_16_processes_then_launches_each_node(cluster, tiny_models, tmp_path):
+    extra = ["--model_name_or_path", str(tiny_models.policy), "--dataset_name", str(labelled_rows(tmp_path / "l.jsonl")),
+             "--attn_implementation", "sdpa", "--run_name", "two words"]
+    proc = sbatch(cluster, ["node1", "node2"], *extra, recipe=PRM_RECIPE, script=PRM_SBATCH)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("\n{") + 1:])
+    assert report["batch"]["num_processes"] == 16 and report["deepspeed"]["zero_stage"] == 3
+    [train] = steps(cluster)
+    assert train[:3] == ["--nodes=2", "--ntasks=2", "--nodelist=node1,node2"]
+    accelerate_log = tmp_path / "accelerate.jsonl"
+    env = {**os.environ, "VENV": str(cluster[0]), "SLURM_PROCID": "1", "ACCELERATE_LOG": str(accelerate_log)}
+    subprocess.run(train[3:], env=env, check=True, timeout=60)
+    launch = json.loads(accelerate_log.read_text())
+    assert launch[:3] == ["launch", "--machine_rank", "1"]
+    assert launch[launch.index("--num_processes") + 1] == "16" and launch[launch.index("--main_process_ip") + 1] == (
+        "node1")
+    script = launch[launch.index("-m") + 1:]
+    assert script[:4] == ["reasonflux_rl.prm_training", "train", "--config", PRM_RECIPE]
+    assert script[script.index("--run_name") + 1] == "two words"
+
+
+def test_prm_training_with_a_recipe_that_cannot_work_stops_before_any_launch(cluster, tiny_models):
+    proc = sbatch(cluster, ["node1"], "--model_name_or_path", str(tiny_models.policy), "--dataset_name",
+                  "outputs/none.jsonl", "--loss", "l1", recipe=PRM_RECIPE, script=PRM_SBATCH)
+    assert proc.returncode != 0 and "loss='l1' is not one of" in proc.stderr
+    assert steps(cluster) == []

@@ -22,6 +22,10 @@ the code is checked without a GPU (the test suite does this). Sections, each rec
    checkpoint and loaded as a user does (``load_scorer``, ``auto`` kind, dtype and attention): its kind, the dtypes
    of decoder and head (the head stays fp32), its tokens/s on the traces of section 2, the largest step-score gap of
    bf16 against fp32 and of batched fp32 against one sample at a time.
+8. ``prm_train``: ``PRMTrainer`` on a random 1.5B-shape step classifier (fp32 weights, bf16 autocast, token-budget
+   batches of 16384) over step- and trajectory-labelled pairs of section 2's traces, encoded by ``encode_pair``:
+   training tokens/s after a warm-up step, peak GPU memory, and the loss on one fixed batch trained on repeatedly,
+   which must fall.
 """
 
 from __future__ import annotations
@@ -78,15 +82,22 @@ class Sizes:
     share_prompts: int
     share_generations: int
     share_new_tokens: int
+    train_shape: dict[str, Any]
+    train_steps: int
+    train_batch_tokens: int
+    fixed_batch_steps: int
+    train_learning_rate: float
     vocab_size: int | None = QWEN_VOCAB
 
 
 GPU = Sizes(device="cuda", matmul=8192, prm_shapes={"qwen2.5-1.5b": QWEN_1_5B, "qwen2.5-7b": QWEN_7B}, calls=8,
             group=8, max_length=4096, rounds=3, share_policy=QWEN_0_5B, share_prm="qwen2.5-1.5b", share_prompts=8,
-            share_generations=8, share_new_tokens=512)
+            share_generations=8, share_new_tokens=512, train_shape=QWEN_1_5B, train_steps=8, train_batch_tokens=16384,
+            fixed_batch_steps=8, train_learning_rate=1e-4)
 CPU = Sizes(device="cpu", matmul=256, prm_shapes={"tiny-a": TINY, "tiny-b": TINY_B},
             calls=2, group=4, max_length=4096, rounds=1, share_policy=TINY, share_prm="tiny-a", share_prompts=2,
-            share_generations=4, share_new_tokens=16, vocab_size=None)
+            share_generations=4, share_new_tokens=16, train_shape=TINY, train_steps=3, train_batch_tokens=4096,
+            fixed_batch_steps=6, train_learning_rate=1e-3, vocab_size=None)
 
 
 def log(message: str) -> None:
@@ -156,9 +167,10 @@ def matmul_peak(sizes: Sizes) -> dict[str, Any]:
     return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": float(f"{2 * n**3 / seconds / 1e12:.4g}")}
 
 
-def _random_prm(shape: dict[str, Any], sizes: Sizes, tokenizer, dtype):
+def _random_prm(shape: dict[str, Any], sizes: Sizes, tokenizer, dtype, widen_head: bool = True):
     """A step classifier of ``shape`` with random weights, built where it runs; its head is widened (as the tiny
-    PRM's) so that step scores spread over (0, 1) instead of all sitting at 0.5."""
+    PRM's) so that step scores spread over (0, 1) instead of all sitting at 0.5, unless ``widen_head`` is false (a
+    training start: transformers' fresh head, as ``prm train`` puts on a causal LM)."""
     import torch
     from transformers import Qwen2Config
 
@@ -170,7 +182,7 @@ def _random_prm(shape: dict[str, Any], sizes: Sizes, tokenizer, dtype):
     with torch.device(sizes.device):
         model = Qwen2ForProcessRewardModel._from_config(config, dtype=dtype, attn_implementation="sdpa")
     with torch.no_grad():
-        for layer in (model.score[0], model.score[2]):
+        for layer in (model.score[0], model.score[2]) if widen_head else ():
             layer.weight.normal_(0.0, 2.0 / layer.in_features**0.5)
     return model.eval()
 
@@ -498,6 +510,98 @@ def step_value_head(sizes: Sizes, tmp: Path, calls: list[dict]) -> dict[str, Any
     return report
 
 
+def _labelled_pairs(scorer, calls: list[dict]) -> list:
+    """Section 2's traces as labelled pairs: every step right up to a first wrong one (none in half of them), wrong
+    from there on; the trajectory right when no step is wrong. Fixed by a seed."""
+    import random
+
+    from reasonflux_rl.prm_training.fields import LabelledPair
+
+    rng = random.Random(0)
+    pairs = []
+    for problem, completion in ((c["problem"], x) for c in calls for x in c["completions"]):
+        steps = scorer.encode(problem, completion).result.num_steps
+        wrong = rng.randrange(steps) if rng.random() < 0.5 else steps
+        pairs.append(LabelledPair(len(pairs), problem, completion, step_targets=tuple(
+            float(k < wrong) for k in range(steps)), trajectory_target=float(wrong == steps)))
+    return pairs
+
+
+def prm_train(sizes: Sizes, tokenizer, calls: list[dict], tmp: Path) -> dict[str, Any]:
+    """Section 8: ``PRMTrainer`` steps on a random step classifier, as ``reasonflux-rl prm train`` runs them: the
+    training tokens/s (real tokens of the rows, over the seconds of every step but the first), the peak GPU memory
+    (weights, gradients and Adam's state included) and, on one fixed batch trained on repeatedly, the first and last
+    step's loss."""
+    import torch
+    from transformers import TrainerCallback, TrainingArguments
+
+    from reasonflux_rl.prm.kinds.step_classifier import StepScorer
+    from reasonflux_rl.prm_training.encoding import TokenBudgetBatchSampler, encode_pair
+    from reasonflux_rl.prm_training.objective import Objective
+    from reasonflux_rl.prm_training.trainer import PRMTrainer
+
+    def fresh_model():
+        return _random_prm(sizes.train_shape, dataclasses.replace(sizes, vocab_size=None), tokenizer, torch.float32,
+                           widen_head=False)
+
+    model = fresh_model()
+    scorer = StepScorer(model, tokenizer, max_length=sizes.max_length)
+    rows = [row for pair in _labelled_pairs(scorer, calls) for row in encode_pair(scorer, pair)[0]]
+    clock: list[list[float]] = []  # per optimizer step: real tokens, start, end
+
+    class Timed(PRMTrainer):
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            synchronize(sizes.device)
+            start = time.perf_counter()
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            # Right-padded rows: the pads sit at position 0 after each row's real tokens.
+            clock.append([sum(int((b["position_ids"] > 0).sum()) + len(b["position_ids"]) for b in batches), start])
+            return batches, count
+
+    class StepEnd(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize(sizes.device)
+            clock[-1].append(time.perf_counter())
+
+    def train(model, train_rows: list, steps: int, name: str) -> list[float]:
+        args = TrainingArguments(
+            output_dir=str(tmp / name), max_steps=steps, learning_rate=sizes.train_learning_rate,
+            lr_scheduler_type="constant", bf16=sizes.device == "cuda", use_cpu=sizes.device == "cpu",
+            dataloader_pin_memory=sizes.device == "cuda", logging_steps=1, save_strategy="no", report_to="none",
+            disable_tqdm=True, seed=0)
+        trainer = Timed(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
+                        objective=Objective(), batch_tokens=sizes.train_batch_tokens, callbacks=[StepEnd()])
+        trainer.train()
+        return [e["loss"] for e in trainer.state.log_history if "loss" in e]
+
+    if sizes.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    train(model, rows, sizes.train_steps, "prm-train")
+    peak = torch.cuda.max_memory_allocated() / 2**20 if sizes.device == "cuda" else 0.0
+    timed = clock[1:] or clock  # the first step warms up (kernels, allocator, Adam's state)
+    report: dict[str, Any] = {
+        "shape": sizes.train_shape, "vocab": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
+        "precision": "bf16 autocast, fp32 weights" if sizes.device == "cuda" else "fp32", "attention": "sdpa",
+        "pairs": sum(len(c["completions"]) for c in calls), "rows": len(rows),
+        "row_tokens": sum(len(r.input_ids) for r in rows), "batch_tokens": sizes.train_batch_tokens,
+        "steps": len(clock), "step_seconds": [round(end - start, 4) for _, start, end in clock],
+        "tokens_per_s": round(sum(t for t, _, _ in timed) / sum(end - start for _, start, end in timed)),
+        "peak_gpu_mb": round(peak),
+    }
+    # The fixed batch: the fullest batch of the longest-first cut, a dataset of its own (one batch an epoch), trained
+    # on from the same fresh weights.
+    fixed = [rows[k] for k in max(TokenBudgetBatchSampler([len(r.input_ids) for r in rows], sizes.train_batch_tokens,
+                                                          shuffle=False), key=len)]
+    model = scorer = None
+    release_memory(sizes)
+    losses = train(fresh_model(), fixed, sizes.fixed_batch_steps, "prm-train-fixed")
+    report["fixed_batch"] = {"rows": len(fixed), "steps": len(losses), "learning_rate": sizes.train_learning_rate,
+                             "losses": [round(x, 5) for x in losses], "first_loss": losses[0],
+                             "last_loss": losses[-1], "loss_falls": losses[-1] < losses[0]}
+    report["passed"] = report["fixed_batch"]["loss_falls"]
+    return report
+
+
 def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     """The issue's targets, met or not, read off the largest PRM shape's numbers."""
     shape = list(sizes.prm_shapes)[-1]
@@ -521,6 +625,8 @@ def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
         "reward_fraction_of_step": (results.get("reward_share", {}).get("seconds_measured_step") or {}).get(
             "reward_fraction"),
         "step_value_head_passed": _step_value_head_passed(results.get("step_value_head", {})),
+        "prm_train_tokens_per_s": results.get("prm_train", {}).get("tokens_per_s"),
+        "prm_train_passed": _prm_train_passed(results.get("prm_train", {})),
         "sections_failed": sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v),
     }
 
@@ -533,8 +639,15 @@ def _step_value_head_passed(report: dict[str, Any]) -> bool | None:
             and report["max_abs_diff_bf16_vs_fp32"] < 0.1 and report["max_abs_diff_batched_vs_alone_fp32"] < 1e-4)
 
 
+def _prm_train_passed(report: dict[str, Any]) -> bool | None:
+    """It ran, and the fixed batch's loss fell."""
+    if not report:
+        return None
+    return "error" not in report and report["fixed_batch"]["loss_falls"]
+
+
 SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "grpo_dense_credit", "reward_share",
-            "step_value_head")
+            "step_value_head", "prm_train")
 
 
 def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
@@ -585,6 +698,8 @@ def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[s
         section("reward_share", lambda: reward_share(sizes, tokenizer, tmp))
         release_memory(sizes)
         section("step_value_head", lambda: step_value_head(sizes, tmp, calls))
+        release_memory(sizes)
+        section("prm_train", lambda: prm_train(sizes, tokenizer, calls, tmp))
     return results
 
 

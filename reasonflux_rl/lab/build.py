@@ -1,12 +1,13 @@
 """Build the lab's assets: a tokenizer, a warm-started policy (TRL's ``SFTTrainer``) and a step-classifier PRM
-(transformers' ``Trainer``), in the layouts this package loads for DeepSeek-R1-Distill and ReasonFlux-PRM-7B.
+(``reasonflux-rl prm train``), in the layouts this package loads for DeepSeek-R1-Distill and ReasonFlux-PRM-7B.
 
 ``reasonflux-rl lab build --out DIR`` runs it (a few minutes on 2 CPU cores) and prints the policy's held-out
 accuracy (sampled at temperature 1, as GRPO samples, and greedy) and the PRM's held-out step accuracy and recall on
 wrong steps; the shipped assets in ``reasonflux_rl/lab/assets/`` were built by it with the defaults.
 
-The PRM reads exactly what it reads when it scores: training rows come from the scorer's own ``encode`` (its chat
-template, step split and step tags), and each step tag is labelled 1 (right) or 0 (wrong) by the task's own check.
+The PRM is trained the one way the package trains a PRM, ``prm train`` on labelled rows: solutions written with
+wrong steps, each step's target 1 (right) or 0 (wrong) by the task's own check (``given`` targets), the trajectory
+target whether the answer is right; its decoder starts from the policy's.
 """
 
 from __future__ import annotations
@@ -16,28 +17,22 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import (
-    DataCollatorForTokenClassification,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from reasonflux_rl.lab.task import Problem, corpus, problems, step_labels, write
+from reasonflux_rl.lab.task import Problem, corpus, labelled_solutions, problems, step_labels, write
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
-from reasonflux_rl.prm.kinds.step_classifier_model import ARCHITECTURE, Qwen2ForProcessRewardModel
+from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
+from reasonflux_rl.prm_training import label_command, train_command
 from reasonflux_rl.tiny import build_tokenizer
-
-IGNORE = -100
 
 
 @dataclass
@@ -52,12 +47,15 @@ class LabBuildArguments:
     sft_epochs: float = field(default=4.0, metadata={"help": "SFT epochs."})
     sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine)."})
     prm_examples: int = field(default=8000, metadata={"help": "Labelled trajectories the PRM trains on."})
-    # Measured here: 3 or 6 epochs at 1e-3 gave 84% and 89% held-out step accuracy, 10 gave 100%; 2e-3 and 3e-3 did
-    # not leave the 50/50 plateau.
-    prm_epochs: float = field(default=10.0, metadata={"help": "PRM epochs."})
-    prm_learning_rate: float = field(default=1e-3, metadata={"help": "PRM peak learning rate (cosine)."})
+    # Measured here (prm train from the policy, bce, 3 epochs; docs/prm-training.md): at 1e-3 seeds 0 and 1 stayed at
+    # the 50/50 prior (the earlier hand-written build too, at seeds 1 and 2); at 5e-4 seeds 0 and 2 reached 89-90%,
+    # seed 1 stayed; mse learned 3x slower.
+    prm_epochs: float = field(default=5.0, metadata={"help": "PRM epochs."})
+    prm_learning_rate: float = field(default=5e-4, metadata={"help": "PRM peak learning rate (cosine)."})
+    prm_loss: str = field(default="bce", metadata={"help": "L of prm train's objective (mse learned too slowly)."})
     prm_corruption: float = field(default=0.5, metadata={"help": "Share of corrupted steps in the PRM's data."})
     prm_answer_corruption: float = field(default=0.3, metadata={"help": "Share of wrong answers in the PRM's data."})
+    prm_held_out: int = field(default=400, metadata={"help": "Labelled held-out trajectories prm train evaluates."})
     layers: int = field(default=2, metadata={"help": "Decoder layers of the policy and the PRM."})
     hidden: int = field(default=128, metadata={"help": "Hidden size of the policy and the PRM."})
     eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out problem in the report."})
@@ -136,33 +134,41 @@ def train_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) ->
         per_device_train_batch_size=64, learning_rate=args.sft_learning_rate, lr_scheduler_type="cosine",
         warmup_steps=30, logging_steps=25,
         save_strategy="no", report_to="none", use_cpu=True, seed=args.seed, max_length=256,
+        # TRL turns bf16 on by default, also on the CPU, where a CPU without bf16 units multiplies 50x slower (an AMD
+        # EPYC here: a [7808, 128] x [128, 512] product took 674 ms in bf16 autocast, 12 ms in fp32).
+        bf16=False,
     )
     SFTTrainer(model=model, args=config, train_dataset=sft_dataset(tokenizer, args), processing_class=tokenizer).train()
     return model.eval()
 
 
-def prm_dataset(scorer: StepScorer, problems_: Sequence[Problem], count: int, args: LabBuildArguments,
-                rng: random.Random) -> Dataset:
-    """Token rows of ``count`` labelled trajectories, as ``scorer`` encodes them: label 1/0 at each step tag,
-    ignored elsewhere."""
-    rows = []
-    for _ in range(count):
-        problem = rng.choice(problems_)
-        written = write(problem, args.prm_corruption, rng, args.prm_answer_corruption)
-        encoded = scorer.encode(problem.text, written.completion)
-        [row], [positions] = encoded.rows, encoded.reads
-        labels = [IGNORE] * len(row)
-        if len(positions) != len(written.labels):
-            raise RuntimeError(f"{len(positions)} step tags for {len(written.labels)} labelled steps: {problem}")
-        for position, right in zip(positions, written.labels):
-            labels[position] = int(right)
-        rows.append({"input_ids": row, "labels": labels})
-    return Dataset.from_list(rows)
+def write_trajectories(args: LabBuildArguments, out: str | Path) -> tuple[Path, Path]:
+    """``out/train.jsonl`` (``prm_examples`` solutions of train problems) and ``out/test.jsonl`` (``prm_held_out`` of
+    held-out problems), written with wrong steps and labelled step by step
+    ([`~reasonflux_rl.lab.task.labelled_solutions`]): the rows the lab's PRM is trained on, and what
+    ``reasonflux-rl lab trajectories`` writes.
 
+    Example:
+    ```python
+    >>> import json, tempfile
+    >>> from reasonflux_rl.lab.build import LabBuildArguments, write_trajectories
+    >>> train, test = write_trajectories(LabBuildArguments(prm_examples=3, prm_held_out=2), tempfile.mkdtemp())
+    >>> len(train.read_text().splitlines()), sorted(json.loads(test.read_text().splitlines()[0]))
+    (3, ['completion', 'labels', 'problem', 'solution'])
 
-def _step_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-    # Cross-entropy at the step tags only: the head's 2 labels are "wrong" (0) and "right" (1), as ReasonFlux-PRM's.
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, 2).float(), labels.reshape(-1), ignore_index=IGNORE)
+    ```
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, split, count, stream in (("train", "train", args.prm_examples, "prm"),
+                                       ("test", "eval", args.prm_held_out, "prm-held-out")):
+        rows = labelled_solutions(problems(split, args.functions, args.lengths), count, args.prm_corruption,
+                                  args.prm_answer_corruption, random.Random(f"{stream}-{args.seed}"))
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def prm_scorer(model: Qwen2ForProcessRewardModel, tokenizer: PreTrainedTokenizerFast) -> StepScorer:
@@ -170,29 +176,33 @@ def prm_scorer(model: Qwen2ForProcessRewardModel, tokenizer: PreTrainedTokenizer
     return StepScorer(model, tokenizer, system_prompt=None, thinking_prefilled=True)
 
 
-def train_prm(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments,
-              policy: Qwen2ForCausalLM) -> Qwen2ForProcessRewardModel:
-    """Train a step classifier on [`prm_dataset`] with transformers' ``Trainer``, its decoder started from the
-    warm-start policy's (as ReasonFlux-PRM starts from a pretrained Qwen2.5): from random weights, the sparse
-    signal of a few labelled positions per row taught it nothing in the same budget."""
-    torch.manual_seed(args.seed + 1)
-    config = _decoder_config(tokenizer, args)
-    config.architectures = [ARCHITECTURE]
-    model = Qwen2ForProcessRewardModel(config)
-    model.model.load_state_dict(policy.model.state_dict())
-    data = prm_dataset(prm_scorer(model, tokenizer), problems("train", args.functions, args.lengths),
-                       args.prm_examples, args, random.Random(f"prm-{args.seed}"))
-    training = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="lab-prm-"), num_train_epochs=args.prm_epochs,
-        per_device_train_batch_size=64, learning_rate=args.prm_learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=30, logging_steps=25,
-        save_strategy="no", report_to="none", use_cpu=True, seed=args.seed,
-        # The model's forward does not name `labels` (the loss is _step_loss's): keep the column.
-        remove_unused_columns=False,
-    )
-    Trainer(model=model, args=training, train_dataset=data, compute_loss_func=_step_loss,
-            data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)).train()
-    return model.eval()
+def train_prm(policy_dir: Path, out: Path, args: LabBuildArguments) -> tuple[Qwen2ForProcessRewardModel, str]:
+    """Train the lab's PRM as a user trains one: [`write_trajectories`], ``reasonflux-rl prm label --method given``
+    (the judge's labels as step targets, the outcome as trajectory target), then ``reasonflux-rl prm train``, its
+    decoder started from the warm-start policy's (as ReasonFlux-PRM starts from a pretrained Qwen2.5; from random
+    weights, the sparse signal of a few labelled positions per row taught it nothing in the same budget), evaluated
+    on held-out problems; the model and the run's verdict line."""
+    train, held_out = write_trajectories(args, tempfile.mkdtemp(prefix="lab-prm-data-"))
+    said = StringIO()
+    with redirect_stdout(said):
+        for rows in (train, held_out):
+            label_command.main(["--input", str(rows), "--output", str(rows.with_suffix(".labelled.jsonl")),
+                                "--method", "given", "--outcome_num_workers", "1", "--no_progress", "true"])
+        train_command.main([
+            "--model_name_or_path", str(policy_dir), "--dataset_name", str(train.with_suffix(".labelled.jsonl")),
+            "--eval_dataset_name", str(held_out.with_suffix(".labelled.jsonl")), "--output_dir", str(out),
+            "--prm_system_prompt", "", "--thinking_prefilled", "true",
+            # No trajectory term: the judge labels the answer step by whether it follows from the last result, the
+            # outcome (the trajectory target) by whether it equals the gold; read at the same tag, they would pull
+            # it apart, and the lab's PRM is a step judge.
+            "--lambda_final", "0", "--loss", args.prm_loss, "--batch_tokens", "6400",
+            "--num_train_epochs", str(args.prm_epochs),
+            "--learning_rate", str(args.prm_learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
+            "--logging_steps", "25", "--eval_strategy", "epoch", "--eval_on_start", "true", "--save_strategy", "no",
+            "--report_to", "none", "--use_cpu", "true", "--seed", str(args.seed),
+        ])
+    verdict = next(line for line in said.getvalue().splitlines() if "held-out step accuracy" in line)
+    return Qwen2ForProcessRewardModel.from_pretrained(out).eval(), verdict.removeprefix("reasonflux-rl prm train: ")
 
 
 def policy_accuracy(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, problems_: Sequence[Problem],
@@ -256,22 +266,22 @@ def build_lab(args: LabBuildArguments) -> LabPaths:
     start = time.perf_counter()
     tokenizer = lab_tokenizer()
     policy = train_policy(tokenizer, args)
+    policy.save_pretrained(paths.policy)
+    tokenizer.save_pretrained(paths.policy)
     policy_seconds = time.perf_counter() - start
-    prm = train_prm(tokenizer, args, policy)
+    prm, prm_training = train_prm(paths.policy, paths.prm, args)
     held_out = problems("eval", args.functions, args.lengths)
     report = {
         "arguments": asdict(args),
         "policy_sampled": policy_accuracy(policy, tokenizer, held_out, args.eval_samples, 1.0, args.seed),
         "policy_greedy": policy_accuracy(policy, tokenizer, held_out, 1, None, args.seed),
         "prm": prm_accuracy(prm, tokenizer, held_out, args),
+        "prm_training": prm_training,
         "policy_parameters": sum(p.numel() for p in policy.parameters()),
         "prm_parameters": sum(p.numel() for p in prm.parameters()),
         "seconds": {"policy": round(policy_seconds, 1), "prm": round(time.perf_counter() - start - policy_seconds, 1)},
         "held_out_problems": len(held_out),
     }
-    for model, path in ((policy, paths.policy), (prm, paths.prm)):
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
     paths.report.write_text(json.dumps(report, indent=2) + "\n")
     return paths
 
@@ -300,15 +310,38 @@ def summary(report: dict[str, Any]) -> str:
     )
 
 
+USAGE = ("usage: reasonflux-rl lab build [--out DIR] [--key value ...]  (the policy and the PRM)\n"
+         "       reasonflux-rl lab trajectories --out DIR [--key value ...]  (labelled solutions, for prm label)")
+
+
 def main(argv: Sequence[str]) -> None:
     """``reasonflux-rl lab build [--out DIR] [--key value ...]``: build the lab's policy and PRM (see
-    [`LabBuildArguments`]) and print what they score."""
+    [`LabBuildArguments`]) and print what they score; ``reasonflux-rl lab trajectories --out DIR``: write the
+    labelled solutions the PRM is trained on ([`write_trajectories`]).
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from reasonflux_rl.lab.build import main
+    >>> main(["trajectories", "--out", tempfile.mkdtemp(), "--prm_examples", "4", "--prm_held_out", "2"])
+    ... # doctest: +ELLIPSIS
+    train: .../train.jsonl (4 labelled solutions)
+    test:  .../test.jsonl (2 labelled solutions)
+
+    ```
+    """
     from transformers import HfArgumentParser
 
-    if not argv or argv[0] != "build":
-        raise SystemExit("usage: reasonflux-rl lab build [--out DIR] [--key value ...] (see --help)")
-    parser = HfArgumentParser(LabBuildArguments, prog="reasonflux-rl lab build", description=__doc__.splitlines()[0])
+    if not argv or argv[0] not in ("build", "trajectories"):
+        raise SystemExit(USAGE)
+    parser = HfArgumentParser(LabBuildArguments, prog=f"reasonflux-rl lab {argv[0]}",
+                              description=__doc__.splitlines()[0])
     (args,) = parser.parse_args_into_dataclasses(args=list(argv[1:]))
+    if argv[0] == "trajectories":
+        train, test = write_trajectories(args, args.out)
+        print(f"train: {train} ({args.prm_examples} labelled solutions)\ntest:  {test} ({args.prm_held_out} labelled "
+              "solutions)")
+        return
     paths = build_lab(args)
     print(summary(json.loads(paths.report.read_text())))
     print(f"policy: {paths.policy}\nprm:    {paths.prm}\nreport: {paths.report}")

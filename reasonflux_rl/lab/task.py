@@ -240,6 +240,31 @@ def write(problem: Problem, corruption: float, rng: random.Random, answer_corrup
     return Written(tuple(steps), answer, (*labels, answer == value))
 
 
+def labelled_solutions(problems_: Sequence[Problem], count: int, corruption: float, answer_corruption: float,
+                       rng: random.Random) -> list[dict]:
+    """``count`` solutions of problems drawn from ``problems_``, written with wrong steps ([`write`]), as rows
+    ``prm label --method given`` reads: ``problem``, ``completion``, the gold ``solution`` and ``labels``, the judge's
+    verdict on every step (the answer last).
+
+    Example:
+    ```python
+    >>> import random
+    >>> from reasonflux_rl.lab.task import Problem, labelled_solutions
+    >>> [row] = labelled_solutions([Problem(5, "H", "G", 2)], 1, 0.0, 0.0, random.Random(0))
+    >>> row["labels"], row["solution"]
+    ([True, True, True], '1')
+
+    ```
+    """
+    rows = []
+    for _ in range(count):
+        problem = rng.choice(problems_)
+        written = write(problem, corruption, rng, answer_corruption)
+        rows.append({"problem": problem.text, "completion": written.completion, "solution": str(problem.answer),
+                     "labels": list(written.labels)})
+    return rows
+
+
 def step_labels(problem: Problem, completion: str) -> list[bool] | None:
     """Judge a completion step by step, as the lab's PRM is trained to: each thinking paragraph must be the next
     numbered step, apply the function whose turn it is to the previous result and give its value; the answer must be

@@ -1,4 +1,5 @@
-"""PNG figures of ``select`` (score distributions per source) and ``bon`` (accuracy against N).
+"""PNG figures of ``select`` (score distributions per source), ``bon`` (accuracy against N) and ``prm train``
+(held-out figures and loss over training).
 
 matplotlib is optional (``pip install "reasonflux-rl[plots]"``) and imported only inside these functions. Figures
 are drawn on matplotlib's object API with the Agg canvas, never through ``pyplot``, so that calling them from a
@@ -136,5 +137,55 @@ def bon_accuracy(table: Sequence[Mapping[str, float]], path: str | Path, *, titl
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+_HELD_OUT_CURVES = (
+    ("eval_step_accuracy", "step accuracy at 0.5"),
+    ("eval_wrong_step_recall", "recall on wrong steps"),
+    ("eval_step_auroc", "step AUROC"),
+    ("eval_trajectory_overlap", "overlap, good vs bad trajectories"),
+)
+
+
+def prm_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | Path, *,
+                        title: str = "PRM training") -> Path:
+    """``prm train``'s figure: the held-out figures over training (left; the overlap of good and bad trajectories'
+    score distributions falls as the PRM tells them apart) and the training and held-out loss (right), from a
+    trainer's ``log_history``.
+
+    Example:
+    ```python
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from reasonflux_rl.tools.plots import prm_training_curves
+    >>> history = [{"step": 0, "eval_step_accuracy": 0.5, "eval_loss": 0.3}, {"step": 5, "loss": 0.2},
+    ...            {"step": 10, "eval_step_accuracy": 0.9, "eval_loss": 0.1}]
+    >>> prm_training_curves(history, Path(tempfile.mkdtemp()) / "prm.png").read_bytes()[:4]
+    b'\\x89PNG'
+
+    ```
+    """
+    figure = _figure_class()(figsize=(11, 4.2))
+    held_out, losses = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for index, (key, label) in enumerate(_HELD_OUT_CURVES):
+        points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
+        if points:
+            held_out.plot(*zip(*points), marker="o", color=f"C{index}", label=label)
+    held_out.set_ylim(-0.02, 1.02)
+    held_out.set_xlabel("optimizer step")
+    held_out.set_title("held-out" if held_out.lines else "held-out: no evaluation (eval_strategy)", fontsize=10)
+    for index, (key, label) in enumerate((("loss", "training loss"), ("eval_loss", "held-out loss"))):
+        points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
+        if points:
+            losses.plot(*zip(*points), marker="." if key == "loss" else "o", color=f"C{index + 4}", label=label)
+    losses.set_xlabel("optimizer step")
+    losses.set_title("objective (per row)", fontsize=10)
+    for ax in (held_out, losses):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    figure.suptitle(title, fontsize=11)
     figure.tight_layout()
     return _save(figure, path)

@@ -40,9 +40,20 @@ class Qwen2ForProcessRewardModel(Qwen2PreTrainedModel):
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
         self.post_init()
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Last-layer hidden states ``[batch, seq, hidden]`` (no head applied)."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        return self.score(self.hidden_states(input_ids, attention_mask))
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        read_index: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Step-head logits at every token ``[batch, seq, 2]``, or ``[n, 2]`` at ``read_index`` (flat indices into
+        the batch's tokens, as the scorer reads them): PRM training runs the head on the step tags only, through
+        the wrapped model's forward so that DDP and DeepSpeed see the call."""
+        hidden = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        if read_index is not None:
+            hidden = hidden.reshape(-1, hidden.shape[-1])[read_index]
+        return self.score(hidden)
