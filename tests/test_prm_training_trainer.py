@@ -267,3 +267,14 @@ def test_a_run_reporting_to_wandb_logs_the_held_out_figures_in_an_offline_run_be
     [run_file] = list(out.glob("wandb/offline-run-*/run-*.wandb"))
     logged = [row for row in history(run_file) if "eval/step_accuracy" in row]
     assert len(logged) == 1 and 0.0 <= logged[0]["eval/step_accuracy"] <= 1.0
+
+
+def test_a_step_tag_the_tokenizer_lacks_is_added_and_the_embeddings_grow(tiny_models, cue_data, tmp_path):
+    out = tmp_path / "tagged"
+    vocab = json.loads((tiny_models.policy / "config.json").read_text())["vocab_size"]
+    train(tiny_models.policy, cue_data[0], out, "--max_steps", "1", "--prm_step_tag", "<step>")
+    scorer = load_scorer(out, device="cpu", system_prompt=None, step_tag="<step>")
+    assert scorer.tokenizer.convert_tokens_to_ids("<step>") == vocab  # a new id, past the old vocabulary
+    assert scorer.model.get_input_embeddings().num_embeddings == vocab + 1
+    [result] = scorer.score(["1+1?"], ["Add.\n</think>\n\nSo 2."])
+    assert len(result.step_scores) == 2
