@@ -6,9 +6,11 @@ as srun would on a node, with a stand-in `accelerate` that records the arguments
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +37,17 @@ def cluster(tmp_path):
     """A venv whose activate puts stand-ins first on PATH; returns (venv, log of srun steps)."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    write_tool(tools, "scontrol", 'printf "%s\\n" $FAKE_NODES')
-    write_tool(tools, "srun", f'LOG=$SRUN_LOG {RECORD} "$@"')
+    write_tool(tools, "scontrol", f'if [ "$1" = requeue ]; then LOG=$SRUN_LOG.scontrol {RECORD} "$@"; '
+                                  'else printf "%s\\n" $FAKE_NODES; fi')
+    # A training step (one that runs our trainer) runs until USR1 when $TRAIN_RUNS_UNTIL_USR1 is set, as a trainer
+    # that saves a checkpoint and exits then would; it is recorded once it listens.
+    write_tool(tools, "srun", 'case "$*" in *reasonflux_rl.train*|*reasonflux_rl.prm_training*)\n'
+                              '    waits=$TRAIN_RUNS_UNTIL_USR1 ;;\n'
+                              'esac\n'
+                              '[ -z "$waits" ] || trap \'echo USR1 >> "$SRUN_LOG.signals"; exit 0\' USR1\n'
+                              f'LOG=$SRUN_LOG {RECORD} "$@"\n'
+                              '[ -z "$waits" ] && exit 0\n'
+                              'while :; do sleep 0.05; done')
     write_tool(tools, "curl", "exit 0")
     write_tool(tools, "python", f'exec {sys.executable} "$@"')
     write_tool(tools, "reasonflux-rl", f'exec {sys.executable} -m reasonflux_rl.cli "$@"')
@@ -56,9 +67,18 @@ def sbatch(cluster, nodes: list[str], *args: str, port: int = 9, recipe: str = R
                           timeout=300)
 
 
-def steps(cluster) -> list[list[str]]:
-    log = cluster[1]
+def steps(cluster, suffix: str = "") -> list[list[str]]:
+    """The recorded job steps (suffix ``.scontrol``: the scontrol requeue calls)."""
+    log = cluster[1].with_name(cluster[1].name + suffix)
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def accelerate_launch_on_node_1(cluster, step: list[str], tmp_path: Path) -> list[str]:
+    """Run a recorded job step's command as srun would on the second node; the arguments `accelerate` got there."""
+    accelerate_log = tmp_path / "accelerate.jsonl"
+    env = {**os.environ, "VENV": str(cluster[0]), "SLURM_PROCID": "1", "ACCELERATE_LOG": str(accelerate_log)}
+    subprocess.run(step[3:], env=env, check=True, timeout=60)
+    return json.loads(accelerate_log.read_text())
 
 
 def test_three_nodes_keep_the_papers_step_and_the_quoting_of_extra_arguments(cluster, tiny_models, tmp_path):
@@ -81,11 +101,7 @@ def test_three_nodes_keep_the_papers_step_and_the_quoting_of_extra_arguments(clu
     assert vllm[-8:] == ["--model", str(tiny_models.policy), "--tensor_parallel_size", "1", "--data_parallel_size",
                          "8", "--port", str(port)]
     assert train[:3] == ["--nodes=2", "--ntasks=2", "--nodelist=node1,node2"]
-    # Run the training step's command as srun would run it on the second node.
-    accelerate_log = tmp_path / "accelerate.jsonl"
-    env = {**os.environ, "VENV": str(cluster[0]), "SLURM_PROCID": "1", "ACCELERATE_LOG": str(accelerate_log)}
-    subprocess.run(train[3:], env=env, check=True, timeout=60)
-    launch = json.loads(accelerate_log.read_text())
+    launch = accelerate_launch_on_node_1(cluster, train, tmp_path)
     assert launch[:3] == ["launch", "--machine_rank", "1"]
     assert launch[launch.index("--num_machines") + 1] == "2" and launch[launch.index("--num_processes") + 1] == "16"
     script = launch[launch.index("-m") + 1:]
@@ -149,18 +165,15 @@ def labelled_rows(path: Path) -> Path:
 
 
 def test_prm_training_on_two_nodes_dry_runs_for_16_processes_then_launches_each_node(cluster, tiny_models, tmp_path):
-    extra = ["--model_name_or_path", str(tiny_models.policy), "--dataset_name", str(labelled_rows(tmp_path / "l.jsonl")),
-             "--attn_implementation", "sdpa", "--run_name", "two words"]
+    extra = ["--model_name_or_path", str(tiny_models.policy), "--dataset_name",
+             str(labelled_rows(tmp_path / "l.jsonl")), "--attn_implementation", "sdpa", "--run_name", "two words"]
     proc = sbatch(cluster, ["node1", "node2"], *extra, recipe=PRM_RECIPE, script=PRM_SBATCH)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("\n{") + 1:])
     assert report["batch"]["num_processes"] == 16 and report["deepspeed"]["zero_stage"] == 3
     [train] = steps(cluster)
     assert train[:3] == ["--nodes=2", "--ntasks=2", "--nodelist=node1,node2"]
-    accelerate_log = tmp_path / "accelerate.jsonl"
-    env = {**os.environ, "VENV": str(cluster[0]), "SLURM_PROCID": "1", "ACCELERATE_LOG": str(accelerate_log)}
-    subprocess.run(train[3:], env=env, check=True, timeout=60)
-    launch = json.loads(accelerate_log.read_text())
+    launch = accelerate_launch_on_node_1(cluster, train, tmp_path)
     assert launch[:3] == ["launch", "--machine_rank", "1"]
     assert launch[launch.index("--num_processes") + 1] == "16" and launch[launch.index("--main_process_ip") + 1] == (
         "node1")
@@ -174,3 +187,64 @@ def test_prm_training_with_a_recipe_that_cannot_work_stops_before_any_launch(clu
                   "outputs/none.jsonl", "--loss", "l1", recipe=PRM_RECIPE, script=PRM_SBATCH)
     assert proc.returncode != 0 and "loss='l1' is not one of" in proc.stderr
     assert steps(cluster) == []
+
+
+def sbatch_signalled_before_the_time_limit(cluster, nodes: list[str], *args: str, script: Path, recipe: str,
+                                           port: int = 9) -> subprocess.CompletedProcess:
+    """Run the script until its training step starts, then send its batch shell USR1 as Slurm's
+    ``--signal=B:USR1@600`` would; the finished script."""
+    venv, log = cluster
+    env = {**os.environ, "PYTHONPATH": str(REPO), "VENV": str(venv), "SRUN_LOG": str(log), "SLURM_JOB_NODELIST": "x",
+           "FAKE_NODES": " ".join(nodes), "VLLM_PORT": str(port), "OMP_NUM_THREADS": "1", "SLURM_JOB_ID": "4242",
+           "TRAIN_RUNS_UNTIL_USR1": "1"}
+    proc = subprocess.Popen(["bash", str(script), recipe, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not any("-m" in step for step in steps(cluster)) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the training step never started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("script", ["train", "prm_train"])
+def test_near_the_time_limit_the_trainer_saves_and_the_job_requeues_itself_to_resume(cluster, tiny_models, tmp_path,
+                                                                                      script):
+    if script == "train":
+        extra = ["--model_name_or_path", str(tiny_models.policy), "--prm_name_or_path", str(tiny_models.prm),
+                 "--use_cpu"]
+        with health_server() as port:
+            proc = sbatch_signalled_before_the_time_limit(cluster, ["node1", "127.0.0.1"], *extra, script=SBATCH,
+                                                          recipe=RECIPE, port=port)
+    else:
+        extra = ["--model_name_or_path", str(tiny_models.policy), "--dataset_name",
+                 str(labelled_rows(tmp_path / "l.jsonl")), "--attn_implementation", "sdpa"]
+        proc = sbatch_signalled_before_the_time_limit(cluster, ["node1"], *extra, script=PRM_SBATCH,
+                                                      recipe=PRM_RECIPE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "time limit near: the trainer saves a checkpoint and stops" in proc.stdout
+    # The training step got the signal (srun forwards it to its tasks), then the job went back to the queue.
+    assert cluster[1].with_name(cluster[1].name + ".signals").read_text() == "USR1\n"
+    assert steps(cluster, ".scontrol") == [["requeue", "4242"]]
+    train = next(step for step in steps(cluster) if "-m" in step)
+    trainer_args = train[train.index("-m") + 1:]
+    assert trainer_args[trainer_args.index("--resume_from_checkpoint") + 1] == "last"
+    # On each node the launcher ignores USR1 (it would end it) and the trainer processes it starts inherit nothing
+    # else: Python's signal.signal in the trainer takes it.
+    probe = tmp_path / "probe"
+    (tmp_path / "bin/accelerate").write_text(
+        f"#!/bin/bash\n{sys.executable} -c \"import signal; print(signal.getsignal(signal.SIGUSR1) == "
+        f"signal.SIG_IGN, file=open('{probe}', 'w'))\"\n")
+    subprocess.run(train[3:], env={**os.environ, "VENV": str(cluster[0]), "SLURM_PROCID": "0"}, check=True,
+                   timeout=60)
+    assert probe.read_text() == "True\n"
+
+
+def test_a_job_that_ends_without_the_signal_is_not_requeued(cluster, tiny_models, tmp_path):
+    extra = ["--model_name_or_path", str(tiny_models.policy), "--dataset_name",
+             str(labelled_rows(tmp_path / "l.jsonl")), "--attn_implementation", "sdpa"]
+    proc = sbatch(cluster, ["node1"], *extra, recipe=PRM_RECIPE, script=PRM_SBATCH, env={"SLURM_JOB_ID": "4242"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(steps(cluster)) == 1 and steps(cluster, ".scontrol") == []

@@ -32,6 +32,7 @@ from reasonflux_rl.prm_training.fields import STEP_TARGETS, TRAJECTORY_TARGET, L
 from reasonflux_rl.prm_training.objective import LOSSES, TRAJECTORY_READS, Objective
 from reasonflux_rl.prm_training.start import Start, inspect_start
 from reasonflux_rl.tools.rows import BAD_ROW_POLICIES
+from reasonflux_rl.train.resume import StopOnSignal, prepare_resume, resume_point, stopped_line
 
 # What the trained PRM reads, declared once with the PRM options: the same keys (and meaning) as train's prm_* keys.
 ENCODING_OPTIONS = ("step_tag", "parts", "thinking_prefilled", "max_length", "truncation", "window_overlap",
@@ -336,6 +337,8 @@ def check_launch(launch: Launch) -> tuple[dict[str, Any], Data | None]:
                               "max_steps": training.max_steps, "bf16": training.bf16, "use_peft":
                               launch.model_args.use_peft, "eval_strategy": str(training.eval_strategy),
                               "output_dir": training.output_dir, "report_to": training.report_to}
+    point = resume_point(training)
+    report["resume"] = point.line() if point else None
     report["checked_at_launch"] = launch.deferred
     return report, data
 
@@ -358,6 +361,7 @@ def train_prm(launch: Launch, data: Data) -> Any:
 
     training, model_args = launch.training_args, launch.model_args
     _prepare_process(training)
+    point = prepare_resume(training, "prm train")
     started = time.monotonic()
     set_seed(training.seed)
     start = inspect_start(model_args.model_name_or_path)
@@ -366,11 +370,18 @@ def train_prm(launch: Launch, data: Data) -> Any:
     scorer = StepScorer(model, tokenizer, **launch.args.scorer_options())
     train_rows, eval_rows = _encode(scorer, data)
     trainer = _trainer(launch, _with_adapter(model, model_args, training), tokenizer, train_rows, eval_rows)
+    stop = StopOnSignal()
+    trainer.add_callback(stop)
     result = trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
+    if stop.stopped_at is not None:
+        if trainer.is_world_process_zero():
+            print(stopped_line("prm train", stop, training.output_dir), flush=True)
+        return trainer
     save_prm(trainer, start, training.output_dir, step_tag=launch.args.prm_step_tag)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        _report(launch, trainer, start, data, result, time.monotonic() - started)
+        resumed_at = point.step if point and point.checkpoint else None
+        _report(launch, trainer, start, data, result, time.monotonic() - started, resumed_at)
     return trainer
 
 
@@ -440,8 +451,9 @@ def _trainer(launch: Launch, model: Any, tokenizer: Any, train_rows: list[Any], 
 HELD_OUT = ("eval_step_accuracy", "eval_wrong_step_recall", "eval_step_auroc", "eval_trajectory_overlap")
 
 
-def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
-    """One line on what the run did to the held-out figures, first evaluation to last.
+def verdict(log_history: Sequence[dict[str, Any]], seconds: float, resumed_at: int | None = None) -> str:
+    """One line on what the run did to the held-out figures, first evaluation to last (a resumed run's history
+    starts at its first start; its time is this job's, from step ``resumed_at``).
 
     Example:
     ```python
@@ -459,11 +471,11 @@ def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
     """
     from reasonflux_rl.train.verdict import duration
 
+    took = duration(seconds) + (f" from step {resumed_at}" if resumed_at else "")
     steps = max((int(entry.get("step", 0)) for entry in log_history), default=0)
     evals = [entry for entry in log_history if HELD_OUT[0] in entry]
     if len(evals) < 2:
-        return f"trained {steps} steps ({duration(seconds)}); no held-out evaluation (set eval_strategy and " \
-               "held-out rows)"
+        return f"trained {steps} steps ({took}); no held-out evaluation (set eval_strategy and held-out rows)"
     first, last = evals[0], evals[-1]
     parts = []
     for key, name, form in (("eval_step_accuracy", "held-out step accuracy", "{:.0%}"),
@@ -472,10 +484,11 @@ def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
                             ("eval_trajectory_overlap", "trajectory overlap", "{:.2f}")):
         if key in first and key in last:
             parts.append(f"{name} {form.format(first[key])} -> {form.format(last[key])}")
-    return f"{', '.join(parts)} in {steps} steps ({duration(seconds)})"
+    return f"{', '.join(parts)} in {steps} steps ({took})"
 
 
-def _report(launch: Launch, trainer: Any, start: Start, data: Data, result: Any, seconds: float) -> None:
+def _report(launch: Launch, trainer: Any, start: Start, data: Data, result: Any, seconds: float,
+            resumed_at: int | None) -> None:
     """``prm_training.json`` (settings, data, held-out figures first and last) and ``prm_training.png`` in
     ``output_dir``, and the verdict line."""
     from reasonflux_rl.tools.outputs import write_json
@@ -491,7 +504,7 @@ def _report(launch: Launch, trainer: Any, start: Start, data: Data, result: Any,
         "train_loss": result.training_loss,
         "held_out": {"first": evals[0] if evals else None, "last": evals[-1] if evals else None},
     }, output / "prm_training.json")
-    print(f"reasonflux-rl prm train: {verdict(history, seconds)}")
+    print(f"reasonflux-rl prm train: {verdict(history, seconds, resumed_at)}")
     try:
         figure = prm_training_curves(history, output / "prm_training.png",
                                      title=launch.training_args.run_name or output.name)

@@ -36,6 +36,7 @@ from reasonflux_rl.train.preflight import (
     split_launch_options,
 )
 from reasonflux_rl.train.reference import USAGE, train_help
+from reasonflux_rl.train.resume import StopOnSignal, prepare_resume, resume_point, stopped_line
 from reasonflux_rl.train.verdict import plot_learning_curve, verdict
 from reasonflux_rl.trajectory import THINK_OPEN
 
@@ -277,23 +278,28 @@ def check_launch(launch: Launch) -> dict[str, Any]:
     report = preflight(launch.training_args, launch.model_args, launch.reward_args,
                        num_processes=launch.num_processes, deepspeed=launch.deepspeed,
                        user_set=_user_set(launch.args), require_packages=not launch.dry_run)
+    point = resume_point(launch.training_args)
+    report["resume"] = point.line() if point else None
     report["checked_at_launch"] = launch.deferred
     return report
 
 
-def _prepare_run(launch: Launch) -> None:
-    """What the process needs before anything loads: the W&B directory, DeepSpeed told a CPU run is one, and
-    ``thinking_prefilled`` read from the policy when the recipe does not say."""
+def _prepare_run(launch: Launch) -> int | None:
+    """What the process needs before anything loads: the W&B directory, where the run starts (``last``: its newest
+    complete checkpoint), DeepSpeed told a CPU run is one, and ``thinking_prefilled`` read from the policy when the
+    recipe does not say; the step it resumes at, if it does."""
     training_args, reward_args = launch.training_args, launch.reward_args
     if "wandb" in (training_args.report_to or []):
         os.environ.setdefault("WANDB_DIR", training_args.output_dir)
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    point = prepare_resume(training_args, "train")
     if training_args.use_cpu:
         # accelerate imports DeepSpeed whenever it is installed; told the accelerator, DeepSpeed skips detecting it
         # and its "Setting accelerator to CPU" warning.
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if reward_args.thinking_prefilled is None:
         reward_args.thinking_prefilled = thinking_prefilled_by(launch.model_args.model_name_or_path)
+    return point.step if point and point.checkpoint else None
 
 
 def _datasets(launch: Launch) -> tuple[Any, Any]:
@@ -356,27 +362,37 @@ def _trainer(launch: Launch, reward_funcs: list[Any], dataset: Any, eval_dataset
     )
 
 
-def _train_and_save(trainer: Any, training_args: GRPOConfig, reward_funcs: list[Any]) -> None:
+def _train_and_save(trainer: Any, training_args: GRPOConfig, reward_funcs: list[Any],
+                    resumed_at: int | None = None) -> None:
     """Train; save the model, the metrics and the trainer state to ``output_dir``; say what the run did (the
-    verdict line, and ``learning_curve.png`` beside ``trainer_state.json``)."""
+    verdict line, and ``learning_curve.png`` beside ``trainer_state.json``). A run stopped by SIGUSR1 saved a
+    checkpoint instead and says how it continues."""
+    stop = StopOnSignal()
+    trainer.add_callback(stop)
     try:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model(training_args.output_dir)
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
+        if stop.stopped_at is None:
+            trainer.save_model(training_args.output_dir)
+            trainer.log_metrics("train", result.metrics)
+            trainer.save_metrics("train", result.metrics)
+            trainer.save_state()
     finally:
         # Stops the verification worker processes.
         reward_funcs[0].close()
     trainer.end()
-    if trainer.is_world_process_zero():
-        _say_what_happened(trainer.state.log_history, result.metrics["train_runtime"], training_args)
+    if not trainer.is_world_process_zero():
+        return
+    if stop.stopped_at is not None:
+        print(stopped_line("train", stop, training_args.output_dir), flush=True)
+        return
+    _say_what_happened(trainer.state.log_history, result.metrics["train_runtime"], training_args, resumed_at)
 
 
-def _say_what_happened(log_history: list[dict[str, Any]], seconds: float, training_args: GRPOConfig) -> None:
+def _say_what_happened(log_history: list[dict[str, Any]], seconds: float, training_args: GRPOConfig,
+                       resumed_at: int | None) -> None:
     figure = plot_learning_curve(log_history, Path(training_args.output_dir) / "learning_curve.png",
                                  title=training_args.run_name or "")
-    print(f"reasonflux-rl train: {verdict(log_history, seconds)}")
+    print(f"reasonflux-rl train: {verdict(log_history, seconds, resumed_at)}")
     print(f"reasonflux-rl train: learning curve: {figure}" if figure else
           'reasonflux-rl train: no learning curve (pip install "reasonflux-rl[plots]" for matplotlib)')
 
@@ -398,11 +414,11 @@ def train(launch: Launch) -> None:
 
     ```
     """
-    _prepare_run(launch)
+    resumed_at = _prepare_run(launch)
     dataset, eval_dataset = _datasets(launch)
     reward_funcs = _reward_funcs(launch)
     trainer = _trainer(launch, reward_funcs, dataset, eval_dataset)
-    _train_and_save(trainer, launch.training_args, reward_funcs)
+    _train_and_save(trainer, launch.training_args, reward_funcs, resumed_at)
 
 
 def _print_help(argv: list[str]) -> bool:

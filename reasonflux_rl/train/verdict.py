@@ -47,9 +47,10 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s"
 
 
-def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
+def verdict(log_history: Sequence[dict[str, Any]], seconds: float, resumed_at: int | None = None) -> str:
     """One line on what the run did: held-out accuracy before and after, the steps and time, and the mean
-    PRM-outcome correlation of the training batches.
+    PRM-outcome correlation of the training batches. A resumed run reads its whole history (the checkpoint brought
+    the steps before it); its time is this job's, from step ``resumed_at``.
 
     Example:
     ```python
@@ -60,10 +61,12 @@ def verdict(log_history: Sequence[dict[str, Any]], seconds: float) -> str:
     'held-out accuracy 31% -> 58% in 2 steps (4m10s); PRM-outcome correlation 0.62'
     >>> verdict([{"step": 3, "loss": 0.1}], 5)
     'trained 3 steps (0m05s); no held-out evaluation (set eval_strategy); no PRM-outcome correlation logged'
+    >>> verdict(history, 100, resumed_at=1).split(";")[0]
+    'held-out accuracy 31% -> 58% in 2 steps (1m40s from step 1)'
 
     ```
     """
-    took = duration(seconds)
+    took = duration(seconds) + (f" from step {resumed_at}" if resumed_at else "")
     held_out = curve(log_history, EVAL_ACCURACY)
     steps = max((int(entry.get("step", 0)) for entry in log_history), default=0)
     if len(held_out) >= 2:
