@@ -21,7 +21,7 @@ commands:
                --output B.json)
   serve-prm    serve a local step-classifier PRM over vLLM's pooling API, for dry runs of PRM servers on CPU
                (reasonflux-rl serve-prm --prm DIR --port 8001)
-  lab          build the lab's policy and PRM, or write its labelled solutions (reasonflux-rl lab build|trajectories
+  lab          build the lab's policy and PRM(s), or write its labelled solutions (reasonflux-rl lab build|trajectories
                --out DIR)
 
 Run `reasonflux-rl <command> --help` for a command's options.
@@ -36,7 +36,7 @@ COMMANDS: dict[str, str] = {
     "select": "reasonflux_rl.tools.selection:main",
     "bon": "reasonflux_rl.tools.bon:main",
     "serve-prm": "reasonflux_rl.prm.placement.pooling_server:main",
-    "lab": "reasonflux_rl.lab.build:main",
+    "lab": "reasonflux_rl.lab.build_command:main",
 }
 
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "train": {"prm", "rewards"},
     "tools": {"prm", "rewards"},
     "prm_training": {"prm", "rewards", "tools", "train"},
-    "lab": {"prm", "prm_training"},
+    "lab": {"prm", "prm_training", "tools"},
 }
 SHARED = {"errors", "trajectory", "data", "tiny", "lazy_exports"}
 

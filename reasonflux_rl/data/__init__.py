@@ -1,6 +1,7 @@
 """Data: the problems shipped with the package (``smoke_math.jsonl``, 96 small math problems with reference answers;
-``lab_train.jsonl`` and ``lab_test.jsonl``, the lab's problems, written by ``reasonflux_rl.lab.task.dataset_rows``)
-and one loader for every place a command reads a table from."""
+``lab_train.jsonl`` and ``lab_test.jsonl``, the lab's problems, and ``lab_r1_*.jsonl``, the longer ones of the R1-style
+lab, written by ``reasonflux_rl.lab.task.dataset_rows``) and one loader for every place a command reads a table
+from."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from pathlib import Path
 SMOKE_MATH_PATH = Path(__file__).with_name("smoke_math.jsonl")
 BUILTIN = "builtin:smoke_math"
 LAB = "builtin:lab"
+# Each builtin lab data set, by the stem of its files: the lab's chains, and the R1-style lab's longer ones.
+LABS = {LAB: "lab", "builtin:lab_r1": "lab_r1"}
 LAB_SPLITS = ("train", "test")
 
 
-def lab_path(split: str) -> Path:
-    """Where the lab's problems of ``split`` (``train`` or ``test``) are shipped."""
+def lab_path(split: str, name: str = LAB) -> Path:
+    """Where the problems of ``split`` (``train`` or ``test``) of a builtin lab data set are shipped."""
     if split not in LAB_SPLITS:
-        raise ValueError(f"{LAB} has the splits {list(LAB_SPLITS)}, not {split!r}")
-    return Path(__file__).with_name(f"lab_{split}.jsonl")
+        raise ValueError(f"{name} has the splits {list(LAB_SPLITS)}, not {split!r}")
+    return Path(__file__).with_name(f"{LABS[name]}_{split}.jsonl")
 
 
 def load_smoke_math() -> list[dict[str, str]]:
@@ -37,8 +40,8 @@ def load_smoke_math() -> list[dict[str, str]]:
 
 def load_table(name: str, config: str | None = None, split: str = "train"):
     """A ``datasets.Dataset`` from a local ``.jsonl``/``.json``/``.parquet``/``.csv`` file, a ``save_to_disk``
-    directory (a ``DatasetDict`` gives its ``split``), ``builtin:smoke_math``, ``builtin:lab`` (its ``train`` or
-    ``test`` split), or a hub dataset name.
+    directory (a ``DatasetDict`` gives its ``split``), ``builtin:smoke_math``, ``builtin:lab`` or
+    ``builtin:lab_r1`` (its ``train`` or ``test`` split), or a hub dataset name.
 
     Example:
     ```python
@@ -54,8 +57,8 @@ def load_table(name: str, config: str | None = None, split: str = "train"):
         if split != "train":
             raise ValueError(f"{BUILTIN} has a train split only, not {split!r}")
         return Dataset.from_list(load_smoke_math())
-    if name == LAB:
-        return load_dataset("json", data_files=str(lab_path(split)), split="train")
+    if name in LABS:
+        return load_dataset("json", data_files=str(lab_path(split, name)), split="train")
     path = Path(name)
     if path.is_file():
         suffix = path.suffix.lstrip(".")

@@ -29,10 +29,14 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from trl import SFTConfig, SFTTrainer
 
 from reasonflux_rl.lab.task import Problem, corpus, labelled_solutions, problems, step_labels, write
+from reasonflux_rl.lab.thinking import ThinkingStyle, write_solution
 from reasonflux_rl.prm.kinds.step_classifier import StepScorer
 from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 from reasonflux_rl.prm_training import label_command, train_command
 from reasonflux_rl.tiny import build_tokenizer
+
+# The shipped assets: the lab's policy/, prm/ and lab.json.
+SHIPPED = Path(__file__).with_name("assets")
 
 
 @dataclass
@@ -40,11 +44,24 @@ class LabBuildArguments:
     """What ``reasonflux-rl lab build`` builds; every default is what the shipped assets were built with."""
 
     out: str = field(default="outputs/lab", metadata={"help": "Directory to write tokenizer, policy/ and prm/ into."})
+    task: str = field(default="chains", metadata={
+        "help": "chains: the lab's clean chains and one PRM; r1: R1-style thinking (reasonflux_rl/lab/thinking.py) "
+                "and two PRMs, standard and trajectory-aware."})
+    r1_base: str = field(default=str(SHIPPED / "policy"), metadata={
+        "help": "r1: the policy the warm start continues, with its tokenizer (the shipped lab policy knows the "
+                "functions; from random weights, 4 epochs of R1-style solutions taught their format, not the "
+                "functions: 94% of greedy steps wrong)."})
     functions: int = field(default=4, metadata={"help": "How many of the lab's functions problems use (2-4)."})
-    lengths: list[int] = field(default_factory=lambda: [3, 4, 5], metadata={"help": "Chain lengths of problems."})
+    lengths: list[int] | None = field(default=None, metadata={
+        "help": "Chain lengths of problems (default: 3 4 5 for chains, 6 7 8 for r1)."})
     corruption: float = field(default=0.2, metadata={"help": "Share of corrupted steps in the policy's SFT data."})
+    thinking: list[float] = field(default_factory=lambda: [0.15, 0.1, 0.15, 0.1], metadata={
+        "help": "r1: how the policy's SFT solutions think, as ThinkingStyle's corrected, uncorrected, abandoned and "
+                "recheck rates."})
+    prm_thinking: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.2, 0.1], metadata={
+        "help": "r1: the same rates for the solutions both PRMs are trained on."})
     sft_examples: int = field(default=8000, metadata={"help": "SFT examples (train problems, drawn with repeats)."})
-    sft_epochs: float = field(default=4.0, metadata={"help": "SFT epochs."})
+    sft_epochs: float | None = field(default=None, metadata={"help": "SFT epochs (default: 4 for chains, 3 for r1)."})
     sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine)."})
     prm_examples: int = field(default=8000, metadata={"help": "Labelled trajectories the PRM trains on."})
     # The settings of recipes/prm_train/cpu.yaml. Measured (benchmarks/lab_prm.py, from the shipped policy): whether
@@ -55,10 +72,36 @@ class LabBuildArguments:
     prm_corruption: float = field(default=0.5, metadata={"help": "Share of corrupted steps in the PRM's data."})
     prm_answer_corruption: float = field(default=0.3, metadata={"help": "Share of wrong answers in the PRM's data."})
     prm_held_out: int = field(default=400, metadata={"help": "Labelled held-out trajectories prm train evaluates."})
-    layers: int = field(default=2, metadata={"help": "Decoder layers of the policy and the PRM."})
-    hidden: int = field(default=128, metadata={"help": "Hidden size of the policy and the PRM."})
+    layers: int = field(default=2, metadata={"help": "Decoder layers of the policy and the PRM (r1: r1_base's)."})
+    hidden: int = field(default=128, metadata={"help": "Hidden size of the policy and the PRM (r1: r1_base's)."})
     eval_samples: int = field(default=4, metadata={"help": "Sampled completions per held-out problem in the report."})
     seed: int = field(default=0, metadata={"help": "Seed of data, initialisation and training."})
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} is not one of {list(TASKS)}")
+        if self.lengths is None:
+            self.lengths = list(TASKS[self.task].lengths)
+        if self.sft_epochs is None:
+            self.sft_epochs = TASKS[self.task].sft_epochs
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What a lab task needs of its models: default chain ``lengths`` and ``sft_epochs``, the ``context`` in tokens
+    (positions and SFT length), the tokens a completion may take, and whether the warm start autocasts to bf16."""
+
+    lengths: tuple[int, ...]
+    sft_epochs: float
+    context: int
+    completion_tokens: int
+    sft_bf16: bool
+
+
+# r1's chains are longer, so the warm start solves few problems and outcome-only GRPO sees many all-equal groups; its
+# solutions reach about 480 tokens. Its warm start computes in fp32: bf16 autocast is about 25x slower on a CPU
+# without bf16 units (an AMD EPYC here), and no earlier build of it is to be matched.
+TASKS = {"chains": TaskShape((3, 4, 5), 4.0, 256, 96, True), "r1": TaskShape((6, 7, 8), 3.0, 512, 400, False)}
 
 
 @dataclass(frozen=True)
@@ -89,19 +132,22 @@ def lab_tokenizer() -> PreTrainedTokenizerFast:
 def _decoder_config(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2Config:
     return Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=TASKS[args.task].context,
         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
 
 
-def _prompt(tokenizer: PreTrainedTokenizerFast, problem: Problem) -> str:
+def chat_prompt(tokenizer: PreTrainedTokenizerFast, problem: Problem) -> str:
+    """The policy's prompt for ``problem``: its chat template, the thinking opened."""
     return tokenizer.apply_chat_template([{"role": "user", "content": problem.text}], tokenize=False,
                                          add_generation_prompt=True)
 
 
 def sft_dataset(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Dataset:
-    """Prompt/completion rows for the warm start: train problems, steps corrupted at ``args.corruption``.
+    """Prompt/completion rows for the warm start: train problems, steps corrupted at ``args.corruption`` (``r1``:
+    solutions thinking in the style ``args.thinking``).
 
     Example:
     ```python
@@ -117,26 +163,31 @@ def sft_dataset(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> 
     rows = []
     for _ in range(args.sft_examples):
         problem = rng.choice(train)
-        completion = write(problem, args.corruption, rng).completion + tokenizer.eos_token
-        rows.append({"prompt": _prompt(tokenizer, problem), "completion": completion})
+        written = (write_solution(problem, ThinkingStyle(*args.thinking), rng) if args.task == "r1"
+                   else write(problem, args.corruption, rng))
+        completion = written.completion + tokenizer.eos_token
+        rows.append({"prompt": chat_prompt(tokenizer, problem), "completion": completion})
     return Dataset.from_list(rows)
 
 
 def train_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2ForCausalLM:
-    """Warm-start a random Qwen2 policy on [`sft_dataset`] with TRL's ``SFTTrainer`` (completion-only loss)."""
+    """Warm-start a policy on [`sft_dataset`] with TRL's ``SFTTrainer`` (completion-only loss): a random Qwen2 for
+    ``chains``, ``args.r1_base`` (its context widened to the task's) for ``r1``."""
     torch.manual_seed(args.seed)
-    model = Qwen2ForCausalLM(_decoder_config(tokenizer, args))
+    model = (Qwen2ForCausalLM.from_pretrained(args.r1_base, dtype=torch.float32,
+                                              max_position_embeddings=TASKS[args.task].context)
+             if args.task == "r1" else Qwen2ForCausalLM(_decoder_config(tokenizer, args)))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     config = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="lab-sft-"), num_train_epochs=args.sft_epochs,
         per_device_train_batch_size=64, learning_rate=args.sft_learning_rate, lr_scheduler_type="cosine",
         warmup_steps=30, logging_steps=25,
-        save_strategy="no", report_to="none", use_cpu=True, seed=args.seed, max_length=256,
-        # bf16 autocast, as the shipped policy was warm-started (TRL's default). In fp32 the same budget gave a weaker
-        # policy (87% greedy, 30% sampled, 2026-12-02). A CPU without bf16 units runs it about 25x slower: an AMD
-        # EPYC took 6 s a step instead of 0.23 s (a [7808, 128] x [128, 512] product: 674 ms in bf16, 12 ms in fp32).
-        bf16=True,
+        save_strategy="no", report_to="none", use_cpu=True, seed=args.seed, max_length=TASKS[args.task].context,
+        # chains: bf16 autocast, as the shipped policy was warm-started (TRL's default). In fp32 the same budget gave
+        # a weaker policy (87% greedy, 30% sampled, 2026-12-02). A CPU without bf16 units runs it about 25x slower:
+        # an AMD EPYC took 6 s a step instead of 0.23 s ([7808, 128] x [128, 512]: 674 ms in bf16, 12 ms in fp32).
+        bf16=TASKS[args.task].sft_bf16,
     )
     SFTTrainer(model=model, args=config, train_dataset=sft_dataset(tokenizer, args), processing_class=tokenizer).train()
     return model.eval()
@@ -177,12 +228,21 @@ def prm_scorer(model: Qwen2ForProcessRewardModel, tokenizer: PreTrainedTokenizer
 
 
 def train_prm(policy_dir: Path, out: Path, args: LabBuildArguments) -> tuple[Qwen2ForProcessRewardModel, str]:
-    """Train the lab's PRM as a user trains one: [`write_trajectories`], ``reasonflux-rl prm label --method given``
-    (the judge's labels as step targets, the outcome as trajectory target), then ``reasonflux-rl prm train``, its
-    decoder started from the warm-start policy's (as ReasonFlux-PRM starts from a pretrained Qwen2.5; from random
-    weights, the sparse signal of a few labelled positions per row taught it nothing in the same budget), evaluated
-    on held-out problems; the model and the run's verdict line."""
+    """Train the lab's PRM as a user trains one: [`write_trajectories`], then [`label_and_train_prm`] with no
+    trajectory term (the judge labels the answer step by whether it follows from the last result, the outcome, the
+    trajectory target, by whether it equals the gold; read at the same tag, they would pull it apart, and the lab's
+    PRM is a step judge); the model and the run's verdict line."""
     train, held_out = write_trajectories(args, tempfile.mkdtemp(prefix="lab-prm-data-"))
+    return label_and_train_prm(policy_dir, out, train, held_out, args, lambda_final=0.0)
+
+
+def label_and_train_prm(policy_dir: Path, out: Path, train: Path, held_out: Path, args: LabBuildArguments,
+                        lambda_final: float) -> tuple[Qwen2ForProcessRewardModel, str]:
+    """``reasonflux-rl prm label --method given`` on labelled rows (the judge's labels as step targets, the outcome
+    as trajectory target), then ``reasonflux-rl prm train``, its decoder started from the warm-start policy's (as
+    ReasonFlux-PRM starts from a pretrained Qwen2.5; from random weights, the sparse signal of a few labelled
+    positions per row taught it nothing in the same budget), evaluated on the held-out rows; the model and the run's
+    verdict line."""
     said = StringIO()
     with redirect_stdout(said):
         for rows in (train, held_out):
@@ -192,10 +252,7 @@ def train_prm(policy_dir: Path, out: Path, args: LabBuildArguments) -> tuple[Qwe
             "--model_name_or_path", str(policy_dir), "--dataset_name", str(train.with_suffix(".labelled.jsonl")),
             "--eval_dataset_name", str(held_out.with_suffix(".labelled.jsonl")), "--output_dir", str(out),
             "--prm_system_prompt", "", "--thinking_prefilled", "true",
-            # No trajectory term: the judge labels the answer step by whether it follows from the last result, the
-            # outcome (the trajectory target) by whether it equals the gold; read at the same tag, they would pull
-            # it apart, and the lab's PRM is a step judge.
-            "--lambda_final", "0", "--loss", args.prm_loss, "--batch_tokens", "6400",
+            "--lambda_final", str(lambda_final), "--loss", args.prm_loss, "--batch_tokens", "6400",
             "--num_train_epochs", str(args.prm_epochs),
             "--learning_rate", str(args.prm_learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
             "--logging_steps", "25", "--eval_strategy", "epoch", "--eval_on_start", "true", "--save_strategy", "no",
@@ -203,6 +260,23 @@ def train_prm(policy_dir: Path, out: Path, args: LabBuildArguments) -> tuple[Qwe
         ])
     verdict = next(line for line in said.getvalue().splitlines() if "held-out step accuracy" in line)
     return Qwen2ForProcessRewardModel.from_pretrained(out).eval(), verdict.removeprefix("reasonflux-rl prm train: ")
+
+
+def sample_completions(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, problems_: Sequence[Problem],
+                       samples: int, temperature: float | None, max_new_tokens: int,
+                       seed: int = 0) -> tuple[list[Problem], list[str]]:
+    """``samples`` completions of each problem by the policy (``temperature=None``: greedy, else plain sampling at
+    it), in one batch: the problems, repeated, and the completions' texts."""
+    torch.manual_seed(seed)
+    batch = [p for p in problems_ for _ in range(samples)]
+    tokenizer.padding_side = "left"
+    encoded = tokenizer([chat_prompt(tokenizer, p) for p in batch], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=temperature is not None,
+                             temperature=temperature or 1.0, top_k=None, top_p=None,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return batch, tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def policy_accuracy(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, problems_: Sequence[Problem],
@@ -222,16 +296,8 @@ def policy_accuracy(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast,
 
     ```
     """
-    torch.manual_seed(seed)
-    batch = [p for p in problems_ for _ in range(samples)]
-    tokenizer.padding_side = "left"
-    encoded = tokenizer([_prompt(tokenizer, p) for p in batch], return_tensors="pt", padding=True,
-                        add_special_tokens=False)
-    with torch.inference_mode():
-        out = model.generate(**encoded, max_new_tokens=96, do_sample=temperature is not None,
-                             temperature=temperature or 1.0, top_k=None, top_p=None,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    texts = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    batch, texts = sample_completions(model, tokenizer, problems_, samples, temperature,
+                                      TASKS["chains"].completion_tokens, seed)
     labels = [step_labels(p, t) for p, t in zip(batch, texts)]
     steps = [x for row in labels if row for x in row]
     return {
@@ -308,40 +374,3 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['policy_greedy']['accuracy']:.0%} greedy; PRM: step accuracy {report['prm']['step_accuracy']:.0%}, "
         f"recall on wrong steps {report['prm']['wrong_step_recall']:.0%}; built in {seconds // 60}m{seconds % 60:02d}s"
     )
-
-
-USAGE = ("usage: reasonflux-rl lab build [--out DIR] [--key value ...]  (the policy and the PRM)\n"
-         "       reasonflux-rl lab trajectories --out DIR [--key value ...]  (labelled solutions, for prm label)")
-
-
-def main(argv: Sequence[str]) -> None:
-    """``reasonflux-rl lab build [--out DIR] [--key value ...]``: build the lab's policy and PRM (see
-    [`LabBuildArguments`]) and print what they score; ``reasonflux-rl lab trajectories --out DIR``: write the
-    labelled solutions the PRM is trained on ([`write_trajectories`]).
-
-    Example:
-    ```python
-    >>> import tempfile
-    >>> from reasonflux_rl.lab.build import main
-    >>> main(["trajectories", "--out", tempfile.mkdtemp(), "--prm_examples", "4", "--prm_held_out", "2"])
-    ... # doctest: +ELLIPSIS
-    train: .../train.jsonl (4 labelled solutions)
-    test:  .../test.jsonl (2 labelled solutions)
-
-    ```
-    """
-    from transformers import HfArgumentParser
-
-    if not argv or argv[0] not in ("build", "trajectories"):
-        raise SystemExit(USAGE)
-    parser = HfArgumentParser(LabBuildArguments, prog=f"reasonflux-rl lab {argv[0]}",
-                              description=__doc__.splitlines()[0])
-    (args,) = parser.parse_args_into_dataclasses(args=list(argv[1:]))
-    if argv[0] == "trajectories":
-        train, test = write_trajectories(args, args.out)
-        print(f"train: {train} ({args.prm_examples} labelled solutions)\ntest:  {test} ({args.prm_held_out} labelled "
-              "solutions)")
-        return
-    paths = build_lab(args)
-    print(summary(json.loads(paths.report.read_text())))
-    print(f"policy: {paths.policy}\nprm:    {paths.prm}\nreport: {paths.report}")

@@ -34,8 +34,8 @@ FUNCTIONS: dict[str, tuple[int, ...]] = {
     "K": (7, 1, 4, 6, 2, 9, 0, 8, 5, 3),
 }
 DIGITS = 10
-_STEP = re.compile(r"^Step (\d+): ([A-Z])\((\d)\) = (\d)$")
-_ANSWER = re.compile(r"\\boxed\{(\d)\}")
+STEP_LINE = re.compile(r"^Step (\d+): ([A-Z])\((\d)\) = (\d)$")
+BOXED = re.compile(r"\\boxed\{(\d)\}")
 # One problem in EVAL_SHARE (by the hash of its text) is held out for evaluation.
 EVAL_SHARE = 8
 
@@ -286,18 +286,51 @@ def step_labels(problem: Problem, completion: str) -> list[bool] | None:
     """
     thinking, close, response = completion.partition("</think>")
     paragraphs = [p.strip() for p in thinking.strip().split("\n\n")]
-    answer = _ANSWER.search(response)
-    if not close or answer is None or len(paragraphs) != problem.times:
+    answer = BOXED.search(response)
+    chain = chain_labels(problem, paragraphs)
+    if not close or answer is None or len(paragraphs) != problem.times or chain is None:
         return None
+    labels, value = chain
+    return [*labels, int(answer[1]) == value]
+
+
+def read_step(paragraph: str) -> Step | None:
+    """The step a paragraph writes, or None when it is not a step of the lab's form.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.task import read_step
+    >>> read_step("Step 2: G(7) = 1"), read_step("Step 2: Q(7) = 1")
+    (Step(number=2, function='G', digit=7, result=1), None)
+
+    ```
+    """
+    match = STEP_LINE.match(paragraph)
+    if match is None or match[2] not in FUNCTIONS:
+        return None
+    return Step(int(match[1]), match[2], int(match[3]), int(match[4]))
+
+
+def chain_labels(problem: Problem, paragraphs: Sequence[str]) -> tuple[list[bool], int] | None:
+    """Whether each paragraph is the next numbered step of ``problem``, applied to the previous result (the start
+    for the first) and computed right; and the last result. None when a paragraph is not a step.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.task import Problem, chain_labels
+    >>> chain_labels(Problem(5, "H", "G", 2), ["Step 1: H(5) = 6", "Step 2: G(6) = 6"])
+    ([False, True], 6)
+
+    ```
+    """
     labels, value = [], problem.start
     for number, paragraph in enumerate(paragraphs, 1):
-        match = _STEP.match(paragraph)
-        if match is None or match[2] not in FUNCTIONS:
+        step = read_step(paragraph)
+        if step is None:
             return None
-        step = Step(int(match[1]), match[2], int(match[3]), int(match[4]))
         labels.append(step.number == number and step.is_right_after(value, problem))
         value = step.result
-    return [*labels, int(answer[1]) == value]
+    return labels, value
 
 
 def corpus(count: int = 1000, seed: int = 0) -> Iterator[str]:

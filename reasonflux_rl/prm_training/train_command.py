@@ -380,8 +380,7 @@ def train_prm(launch: Launch, data: Data) -> Any:
     save_prm(trainer, start, training.output_dir, step_tag=launch.args.prm_step_tag)
     trainer.save_state()
     if trainer.is_world_process_zero():
-        resumed_at = point.step if point and point.checkpoint else None
-        _report(launch, trainer, start, data, result, time.monotonic() - started, resumed_at)
+        _report(launch, trainer, start, data, result, time.monotonic() - started, point and point.resumed_at)
     return trainer
 
 

@@ -299,7 +299,7 @@ def _prepare_run(launch: Launch) -> int | None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if reward_args.thinking_prefilled is None:
         reward_args.thinking_prefilled = thinking_prefilled_by(launch.model_args.model_name_or_path)
-    return point.step if point and point.checkpoint else None
+    return point.resumed_at if point else None
 
 
 def _datasets(launch: Launch) -> tuple[Any, Any]:

@@ -36,8 +36,9 @@ class ResumePoint:
     Example:
     ```python
     >>> from reasonflux_rl.train.resume import ResumePoint
-    >>> ResumePoint("out/checkpoint-16", 16, ("checkpoint-24 (no trainer_state.json)",)).line()
-    'resuming from out/checkpoint-16 (step 16); skipped checkpoint-24 (no trainer_state.json)'
+    >>> point = ResumePoint("out/checkpoint-16", 16, ("checkpoint-24 (no trainer_state.json)",))
+    >>> point.line(), point.resumed_at
+    ('resuming from out/checkpoint-16 (step 16); skipped checkpoint-24 (no trainer_state.json)', 16)
     >>> ResumePoint(None, 0, (), searched="out").line()
     'no checkpoint in out: starting from step 0'
 
@@ -48,6 +49,11 @@ class ResumePoint:
     step: int
     skipped: tuple[str, ...] = ()
     searched: str | None = field(default=None, compare=False)
+
+    @property
+    def resumed_at(self) -> int | None:
+        """The step the run goes on from; None for a fresh start."""
+        return self.step if self.checkpoint else None
 
     def line(self) -> str:
         head = (f"resuming from {self.checkpoint} (step {self.step})" if self.checkpoint
@@ -173,8 +179,8 @@ def keep_wandb_run(output_dir: str | Path, resuming: bool) -> str:
 def prepare_resume(training_args: Any, command: str) -> ResumePoint | None:
     """Before the trainer is built: ``resume_from_checkpoint`` replaced by the checkpoint it means (``last``: the
     newest complete one, or a fresh start), no evaluation at the start of a resumed run (its history has the
-    start's already), the W&B run of a resumed run kept ([`keep_wandb_run`]), and the one line that says where the run starts,
-    printed by the main process.
+    start's already), the W&B run of a resumed run kept ([`keep_wandb_run`]), and the one line that says where the
+    run starts, printed by the main process.
 
     Example:
     ```python
@@ -194,7 +200,7 @@ def prepare_resume(training_args: Any, command: str) -> ResumePoint | None:
 
     main = PartialState().is_main_process
     point = resume_point(training_args)
-    resuming = bool(point and point.checkpoint)
+    resuming = bool(point and point.resumed_at is not None)
     if "wandb" in (training_args.report_to or []) and main:
         keep_wandb_run(training_args.output_dir, resuming)
     if point is None:
