@@ -1,7 +1,7 @@
 """The R1-style lab (reasonflux_rl/lab/thinking.py, r1_build.py): the judge's step kinds on hand-written
 trajectories (a corrected detour, an uncorrected slip, an abandoned branch, a check, corrections that are false), the
-writer's solutions as the judge reads them, the shipped problems, and the build of its policy and two PRMs through
-prm train, each then driving GRPO steps."""
+writer's solutions as the judge reads them, the shipped problems and PRMs (they reproduce their build report), and
+the build of its policy and two PRMs through prm train, each then driving GRPO steps."""
 
 import json
 import random
@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from reasonflux_rl.data import load_table
 from reasonflux_rl.lab.build import LabBuildArguments
-from reasonflux_rl.lab.r1_build import build_r1_lab, r1_summary
+from reasonflux_rl.lab.r1_build import PRMS, build_r1_lab, prm_figures, r1_summary, write_r1_trajectories
 from reasonflux_rl.lab.task import Problem, dataset_rows, problems
 from reasonflux_rl.lab.thinking import (
     CHECK,
@@ -25,6 +26,7 @@ from reasonflux_rl.lab.thinking import (
     judge,
     write_solution,
 )
+from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
 
 REPO = Path(__file__).resolve().parents[1]
 # H then G from 5: H(5) = 7, G(7) = 1, H(1) = 2.
@@ -170,3 +172,21 @@ def test_the_r1_build_at_reduced_size_trains_both_prms_by_prm_train_and_each_dri
         assert proc.returncode == 0, proc.stderr[-3000:]
         history = json.loads((tmp_path / f"grpo-{name}/trainer_state.json").read_text())["log_history"]
         assert [e["step"] for e in history if "reasonflux/prm_mean" in e] == [1, 2]
+
+
+def test_the_shipped_r1_prms_score_the_held_out_pairs_as_their_build_report_says(tmp_path):
+    assets = REPO / "reasonflux_rl/lab/assets/r1"
+    report = json.loads((assets / "lab.json").read_text())
+    built_with = {k: v for k, v in report["arguments"].items() if k not in ("out", "r1_base")}
+    test = write_r1_trajectories(LabBuildArguments(**built_with), tmp_path)["test"]
+    rows = [json.loads(line) for line in test.read_text().splitlines()]
+    assert len(rows) == report["held_out_pairs"]
+    tokenizer = AutoTokenizer.from_pretrained(assets / "policy")
+    for name in PRMS:
+        figures, _ = prm_figures(Qwen2ForProcessRewardModel.from_pretrained(assets / f"prm_{name}").eval(), tokenizer,
+                                 rows)
+        recorded = report["prms"][name]["held_out"]
+        assert figures["step_accuracy"] == pytest.approx(recorded["step_accuracy"], abs=1e-3)
+        assert figures["trajectory_overlap"] == pytest.approx(recorded["trajectory_overlap"], abs=1e-3)
+        assert {k: v["steps"] for k, v in figures["kinds"].items()} == {
+            k: v["steps"] for k, v in recorded["kinds"].items()}

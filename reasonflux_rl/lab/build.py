@@ -35,7 +35,7 @@ from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardM
 from reasonflux_rl.prm_training import label_command, train_command
 from reasonflux_rl.tiny import build_tokenizer
 
-# The shipped assets: the lab's policy/, prm/ and lab.json.
+# The shipped assets: the lab's (policy/, prm/, lab.json) and the R1-style lab's (r1/).
 SHIPPED = Path(__file__).with_name("assets")
 
 
@@ -61,7 +61,7 @@ class LabBuildArguments:
     prm_thinking: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.2, 0.1], metadata={
         "help": "r1: the same rates for the solutions both PRMs are trained on."})
     sft_examples: int = field(default=8000, metadata={"help": "SFT examples (train problems, drawn with repeats)."})
-    sft_epochs: float | None = field(default=None, metadata={"help": "SFT epochs (default: 4 for chains, 3 for r1)."})
+    sft_epochs: float = field(default=4.0, metadata={"help": "SFT epochs."})
     sft_learning_rate: float = field(default=2e-3, metadata={"help": "SFT peak learning rate (cosine)."})
     prm_examples: int = field(default=8000, metadata={"help": "Labelled trajectories the PRM trains on."})
     # The settings of recipes/prm_train/cpu.yaml. Measured (benchmarks/lab_prm.py, from the shipped policy): whether
@@ -82,17 +82,14 @@ class LabBuildArguments:
             raise ValueError(f"task={self.task!r} is not one of {list(TASKS)}")
         if self.lengths is None:
             self.lengths = list(TASKS[self.task].lengths)
-        if self.sft_epochs is None:
-            self.sft_epochs = TASKS[self.task].sft_epochs
 
 
 @dataclass(frozen=True)
 class TaskShape:
-    """What a lab task needs of its models: default chain ``lengths`` and ``sft_epochs``, the ``context`` in tokens
-    (positions and SFT length), the tokens a completion may take, and whether the warm start autocasts to bf16."""
+    """What a lab task needs of its models: default chain ``lengths``, the ``context`` in tokens (positions and SFT
+    length), the tokens a completion may take, and whether the warm start autocasts to bf16."""
 
     lengths: tuple[int, ...]
-    sft_epochs: float
     context: int
     completion_tokens: int
     sft_bf16: bool
@@ -101,7 +98,7 @@ class TaskShape:
 # r1's chains are longer, so the warm start solves few problems and outcome-only GRPO sees many all-equal groups; its
 # solutions reach about 480 tokens. Its warm start computes in fp32: bf16 autocast is about 25x slower on a CPU
 # without bf16 units (an AMD EPYC here), and no earlier build of it is to be matched.
-TASKS = {"chains": TaskShape((3, 4, 5), 4.0, 256, 96, True), "r1": TaskShape((6, 7, 8), 3.0, 512, 400, False)}
+TASKS = {"chains": TaskShape((3, 4, 5), 256, 96, True), "r1": TaskShape((6, 7, 8), 512, 400, False)}
 
 
 @dataclass(frozen=True)
