@@ -190,3 +190,13 @@ def test_the_shipped_r1_prms_score_the_held_out_pairs_as_their_build_report_says
         assert figures["trajectory_overlap"] == pytest.approx(recorded["trajectory_overlap"], abs=1e-3)
         assert {k: v["steps"] for k, v in figures["kinds"].items()} == {
             k: v["steps"] for k, v in recorded["kinds"].items()}
+
+
+def test_lab_build_help_lists_the_r1_options(capsys):
+    from reasonflux_rl.lab.build_command import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["build", "--help"])
+    assert stopped.value.code == 0
+    said = capsys.readouterr().out
+    assert all(option in said for option in ("--task", "--r1_base", "--prm_thinking"))
