@@ -190,6 +190,12 @@ def train_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) ->
     return model.eval()
 
 
+def write_jsonl(rows: Sequence[dict], path: Path) -> Path:
+    """``rows`` as JSON lines at ``path``; the path."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 def write_trajectories(args: LabBuildArguments, out: str | Path) -> tuple[Path, Path]:
     """``out/train.jsonl`` (``prm_examples`` solutions of train problems) and ``out/test.jsonl`` (``prm_held_out`` of
     held-out problems), written with wrong steps and labelled step by step
@@ -213,9 +219,7 @@ def write_trajectories(args: LabBuildArguments, out: str | Path) -> tuple[Path, 
                                        ("test", "eval", args.prm_held_out, "prm-held-out")):
         rows = labelled_solutions(problems(split, args.functions, args.lengths), count, args.prm_corruption,
                                   args.prm_answer_corruption, random.Random(f"{stream}-{args.seed}"))
-        path = folder / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        paths.append(path)
+        paths.append(write_jsonl(rows, folder / f"{name}.jsonl"))
     return paths[0], paths[1]
 
 

@@ -33,8 +33,9 @@ from reasonflux_rl.lab.build import (
     prm_scorer,
     sample_completions,
     train_policy,
+    write_jsonl,
 )
-from reasonflux_rl.lab.task import BOXED, Problem, problems
+from reasonflux_rl.lab.task import Problem, boxed_answer, problems
 from reasonflux_rl.lab.thinking import (
     KINDS,
     RESPONSE_RIGHT,
@@ -61,11 +62,6 @@ class R1LabPaths:
     figure: Path | None
 
 
-def _write_jsonl(rows: Sequence[dict], path: Path) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def write_r1_trajectories(args: LabBuildArguments, out: str | Path) -> dict[str, Path]:
     """The rows both PRMs are trained and evaluated on: ``train.jsonl``/``test.jsonl`` (trajectory-response pairs of
     train and held-out problems, thinking in the style ``args.prm_thinking``, labelled and kinded by the judge) and
@@ -89,8 +85,8 @@ def write_r1_trajectories(args: LabBuildArguments, out: str | Path) -> dict[str,
                                        ("test", "eval", args.prm_held_out, "prm-held-out")):
         rows = labelled_r1_solutions(problems(split, args.functions, args.lengths), count, style,
                                      random.Random(f"r1-{stream}-{args.seed}"))
-        paths[name] = _write_jsonl(rows, folder / f"{name}.jsonl")
-        paths[f"{name}-response"] = _write_jsonl(response_rows(rows), folder / f"{name}-response.jsonl")
+        paths[name] = write_jsonl(rows, folder / f"{name}.jsonl")
+        paths[f"{name}-response"] = write_jsonl(response_rows(rows), folder / f"{name}-response.jsonl")
     return paths
 
 
@@ -102,8 +98,7 @@ def r1_policy_accuracy(model: Any, tokenizer: Any, problems_: Sequence[Problem],
                                       TASKS["r1"].completion_tokens, seed)
     right, verdicts = 0, []
     for problem, text in zip(batch, texts):
-        answer = BOXED.search(text.rpartition("</think>")[2])
-        right += answer is not None and int(answer[1]) == problem.answer
+        right += boxed_answer(text) == problem.answer
         verdicts.append(judge(problem, text))
     kinds = [kind for v in verdicts if v for kind in v.thinking]
     return {"accuracy": right / len(batch), "well_formed": sum(v is not None for v in verdicts) / len(batch),
@@ -125,8 +120,7 @@ def prm_figures(model: Any, tokenizer: Any, rows: Sequence[dict]) -> tuple[dict[
         for score, kind, label in zip(result.step_scores, row["kinds"], row["labels"]):
             by_kind.setdefault(kind, []).append(score)
             said_right_when.append((score > 0.5, label))
-        answer = BOXED.search(row["completion"].rpartition("</think>")[2])
-        answer_right = answer is not None and answer[1] == row["solution"]
+        answer_right = boxed_answer(row["completion"]) == int(row["solution"])
         by_answer["right answer" if answer_right else "wrong answer"].append(statistics.fmean(result.step_scores))
     kinds = {kind: {"steps": len(scores), "said_right": sum(s > 0.5 for s in scores) / len(scores),
                     "mean_score": statistics.fmean(scores)}

@@ -294,6 +294,21 @@ def step_labels(problem: Problem, completion: str) -> list[bool] | None:
     return [*labels, int(answer[1]) == value]
 
 
+def boxed_answer(completion: str) -> int | None:
+    """The boxed digit a completion answers with, after its last ``</think>``; None when there is none.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.lab.task import boxed_answer
+    >>> boxed_answer(r"Step 1: H(5) = 7 </think> The answer is $\\boxed{7}$."), boxed_answer("</think> 7")
+    (7, None)
+
+    ```
+    """
+    found = BOXED.search(completion.rpartition("</think>")[2])
+    return None if found is None else int(found[1])
+
+
 def read_step(paragraph: str) -> Step | None:
     """The step a paragraph writes, or None when it is not a step of the lab's form.
 
