@@ -141,6 +141,29 @@ def test_the_policy_completer_writes_the_think_tag_once(tiny_models):
     assert prompt.count("<think>") == 1 and prompt.endswith("<think>\nTry.\n\n")
 
 
+def test_the_sampler_batches_prompts_by_length_and_answers_each_in_its_place(tiny_models):
+    import torch
+
+    from reasonflux_rl.tools.sampling import load_sampler
+
+    sampler = load_sampler(str(tiny_models.policy), backend="transformers", max_new_tokens=2, prompts_per_batch=2)
+    batches = []
+
+    def echo(input_ids, attention_mask, num_return_sequences, **kwargs):
+        # Each continuation repeats its prompt's last real token: what comes back tells whose it is.
+        batches.append(attention_mask.sum(dim=1).tolist())
+        last = input_ids[:, -1:].repeat_interleave(num_return_sequences, dim=0)
+        return torch.cat([input_ids.repeat_interleave(num_return_sequences, dim=0), last, last], dim=1)
+
+    sampler.model.generate = echo
+    prompts = ["a b c d e f g h 7", "1", "a b c d 5", "x 3"]
+    out = sampler.sample(prompts, 2)
+    tokenizer = sampler.tokenizer
+    expected = [tokenizer.decode(tokenizer(p, add_special_tokens=False)["input_ids"][-1:]) * 2 for p in prompts]
+    assert out == [[e, e] for e in expected]
+    assert batches[0] == sorted(batches[0]) and max(batches[0]) <= min(batches[1])  # short prompts first
+
+
 # ----------------------------------------------------------------------------------------- the command
 
 

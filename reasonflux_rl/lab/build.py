@@ -238,17 +238,19 @@ def train_prm(policy_dir: Path, out: Path, args: LabBuildArguments) -> tuple[Qwe
 
 
 def label_and_train_prm(policy_dir: Path, out: Path, train: Path, held_out: Path, args: LabBuildArguments,
-                        lambda_final: float) -> tuple[Qwen2ForProcessRewardModel, str]:
-    """``reasonflux-rl prm label --method given`` on labelled rows (the judge's labels as step targets, the outcome
-    as trajectory target), then ``reasonflux-rl prm train``, its decoder started from the warm-start policy's (as
-    ReasonFlux-PRM starts from a pretrained Qwen2.5; from random weights, the sparse signal of a few labelled
-    positions per row taught it nothing in the same budget), evaluated on the held-out rows; the model and the run's
-    verdict line."""
+                        lambda_final: float, train_labels: Sequence[str] = ("--method", "given"),
+                        ) -> tuple[Qwen2ForProcessRewardModel, str]:
+    """``reasonflux-rl prm label`` on labelled rows (``train_labels``, the train rows' labelling options; the
+    held-out rows' targets are always the judge's labels, ``given``; the trajectory target is the outcome), written
+    beside them as ``*.labelled.jsonl``, then ``reasonflux-rl prm train``, its decoder started from the warm-start
+    policy's (as ReasonFlux-PRM starts from a pretrained Qwen2.5; from random weights, the sparse signal of a few
+    labelled positions per row taught it nothing in the same budget), evaluated on the held-out rows; the model and
+    the run's verdict line."""
     said = StringIO()
     with redirect_stdout(said):
-        for rows in (train, held_out):
-            label_command.main(["--input", str(rows), "--output", str(rows.with_suffix(".labelled.jsonl")),
-                                "--method", "given", "--outcome_num_workers", "1", "--no_progress", "true"])
+        for rows, labels in ((train, train_labels), (held_out, ("--method", "given"))):
+            label_command.main(["--input", str(rows), "--output", str(rows.with_suffix(".labelled.jsonl")), *labels,
+                                "--outcome_num_workers", "1", "--no_progress", "true"])
         train_command.main([
             "--model_name_or_path", str(policy_dir), "--dataset_name", str(train.with_suffix(".labelled.jsonl")),
             "--eval_dataset_name", str(held_out.with_suffix(".labelled.jsonl")), "--output_dir", str(out),

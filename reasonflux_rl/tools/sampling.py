@@ -121,19 +121,24 @@ class TransformersSampler:
 
     def sample(self, prompts: Sequence[str], n: int, *, seed: int = 0,
                on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
-        """``n`` continuations of each prompt, ``prompts_per_batch`` prompts per ``generate`` call."""
+        """``n`` continuations of each prompt, ``prompts_per_batch`` prompts per ``generate`` call, in the order of
+        the prompts' lengths: a batch generates until its longest continuation ends, and prompts of similar length
+        (step prefixes of the same depth) tend to need continuations of similar length."""
         import torch
 
         torch.manual_seed(seed)
-        out: list[list[str]] = []
+        order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]))
+        out: list[list[str]] = [[] for _ in prompts]
         for start in range(0, len(prompts), self.prompts_per_batch):
-            batch = list(prompts[start : start + self.prompts_per_batch])
+            rows = order[start : start + self.prompts_per_batch]
+            batch = [prompts[k] for k in rows]
             inputs = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.inference_mode():
                 ids = self.model.generate(**inputs, do_sample=True, top_k=None, num_return_sequences=n,
                                           pad_token_id=self.pad_id, **self.options)
             texts = self.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            out += [texts[k * n : (k + 1) * n] for k in range(len(batch))]
+            for k, row in enumerate(rows):
+                out[row] = texts[k * n : (k + 1) * n]
             if on_batch is not None:
                 on_batch(len(texts))
         return out
