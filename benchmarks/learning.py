@@ -21,7 +21,20 @@ temperature 1 (as GRPO samples), judged by the outcome reward, every ``eval_step
   the sequence-level arm of the same beta (``prm_mixed_beta0.5``) beyond seed noise.
 - ``prm_step_accuracy``, ``prm_wrong_step_recall``, ``policy_start_accuracy``: from the assets' build report.
 
-Runs land in ``--out``; running again with the same ``--out`` reuses the runs that finished.
+``--lab r1`` runs the R1-style lab instead (docs/lab.md#the-r1-style-lab): ``recipes/lab/r1_cpu.yaml`` on its
+shipped policy and two PRMs that err (``standard``, never shown a thinking trajectory, and ``trajectory_aware``),
+with the budget of ``R1_BUDGET`` (4 problems x 8 completions per step, 40 steps at a learning rate of 4e-5, held-out
+accuracy every 10 steps from 4 samples of each of the 47 held-out problems), the arms of ``R1_ARMS`` and 4 seeds.
+Besides the curve, each arm reports the hacking diagnostics of its training logs (the PRM's mean, steps per
+completion, single- and no-step completions, completion length and clipping, the share of self-correcting thinking
+paragraphs, completions without a boxed answer: first tenth of training against last third) and, per seed and as a
+majority, ``hacked`` and ``collapsed`` by ``reasonflux_rl.train.verdict.safety``'s rules. ``hypotheses`` gives each of
+the four claims the lab tests a verdict (``R1_HYPOTHESES``: supported, contradicted or inconclusive, with the AUC
+differences and their standard errors over seeds, or the hacked/collapsed counts), and ``targets`` the two targets.
+The arms, budget and rules were fixed before any of its runs was looked at.
+
+Runs land in ``--out``; running again with the same ``--out`` reuses the runs that finished (their
+``trainer_state.json`` and ``train_results.json`` are all it reads, so committed ones are reused too).
 """
 
 from __future__ import annotations
@@ -51,6 +64,42 @@ ARMS: dict[str, dict[str, str]] = {
     "dense_suffix_sum_beta0.5": {"prm_beta": "0.5", "prm_credit": "suffix_sum"},
     "dense_soft_min_beta0.5": {"prm_beta": "0.5", "prm_credit": "soft_min"},
 }
+R1_RECIPE = REPO / "recipes/lab/r1_cpu.yaml"
+R1_ASSETS = ASSETS / "r1"
+R1_PRMS = {name: str(R1_ASSETS / f"prm_{name}") for name in ("standard", "trajectory_aware")}
+# The R1-style lab's budget, fixed before its first run: half the chains lab's batch and 40 steps (a run in about
+# 3 minutes on 2 cores, so 44 runs in about 2 hours) at twice its learning rate.
+R1_BUDGET = {"per_device_train_batch_size": "32", "learning_rate": "4e-5", "num_generations_eval": "4",
+             "per_device_eval_batch_size": "64"}
+R1_STEPS, R1_EVAL_STEPS, R1_SEEDS = 40, 10, 4
+# --quick: a check of the script, not a measurement: one problem's group per step, 2 samples per held-out problem.
+R1_QUICK_BUDGET = {"per_device_train_batch_size": "8", "num_generations_eval": "2", "per_device_eval_batch_size": "94",
+                   "max_completion_length": "64"}
+
+
+def _prm_arm(prm: str, beta: str, credit: str = "sequence", transform: str = "none") -> dict[str, str]:
+    arm = {"prm_name_or_path": R1_PRMS[prm], "prm_beta": beta, "prm_normalisation": "none"}
+    if credit != "sequence":
+        arm["prm_credit"] = credit
+    if transform != "none":
+        arm["prm_step_transform"] = transform
+    return arm
+
+
+R1_ARMS: dict[str, dict[str, str]] = {
+    "outcome_only": {"prm_beta": "0"},
+    "standard_sequence": _prm_arm("standard", "0.5"),
+    "standard_suffix_sum": _prm_arm("standard", "0.5", "suffix_sum"),
+    "trajectory_aware_sequence": _prm_arm("trajectory_aware", "0.5"),
+    "trajectory_aware_suffix_sum": _prm_arm("trajectory_aware", "0.5", "suffix_sum"),
+    "trajectory_aware_soft_min": _prm_arm("trajectory_aware", "0.5", "soft_min"),
+    "trajectory_aware_suffix_sum_clip": _prm_arm("trajectory_aware", "0.5", "suffix_sum", "clip"),
+    "trajectory_aware_suffix_sum_delta": _prm_arm("trajectory_aware", "0.5", "suffix_sum", "delta"),
+    # Probes of hacking: the PRM alone.
+    "standard_only": _prm_arm("standard", "1"),
+    "trajectory_aware_only": _prm_arm("trajectory_aware", "1"),
+    "trajectory_aware_only_suffix_sum": _prm_arm("trajectory_aware", "1", "suffix_sum"),
+}
 OUTCOME = "outcome_only"
 SEQUENCE_ARM = "prm_mixed_beta0.5"
 STEPS_FRACTION_TARGET = 2 / 3
@@ -58,14 +107,16 @@ DENSE_STEPS_FRACTION_TARGET = 1 / 2
 EVAL_KEY = "eval_outcome/accuracy"
 
 
-def run_arm(arm: str, seed: int, steps: int, eval_steps: int, out: Path) -> list[dict[str, Any]]:
-    """Train one arm with one seed (a finished run of the same length in ``out`` is reused); its log history."""
+def run_arm(arm: str, seed: int, steps: int, eval_steps: int, out: Path, settings: dict[str, str] | None = None,
+            recipe: Path = RECIPE) -> list[dict[str, Any]]:
+    """Train one arm with one seed (a finished run of the same length in ``out`` is reused); its log history.
+    ``settings``: the keys set on top of ``recipe`` (default: the chains lab's ``ARMS[arm]``)."""
     output_dir = out / f"{arm}-seed{seed}"
     state = output_dir / "trainer_state.json"
     if state.exists() and json.loads(state.read_text())["global_step"] == steps:
         return json.loads(state.read_text())["log_history"]
-    overrides = [x for key, value in ARMS[arm].items() for x in (f"--{key}", value)]
-    command = [sys.executable, "-m", "reasonflux_rl.train", "--config", str(RECIPE), "--seed", str(seed),
+    overrides = [x for key, value in (ARMS[arm] if settings is None else settings).items() for x in (f"--{key}", value)]
+    command = [sys.executable, "-m", "reasonflux_rl.train", "--config", str(recipe), "--seed", str(seed),
                "--max_steps", str(steps), "--eval_steps", str(eval_steps), "--output_dir", str(output_dir),
                "--report_to", "none", *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
@@ -220,7 +271,168 @@ def _why(outcome: dict[str, Any]) -> str:
     )
 
 
-def plot(arms: dict[str, dict[str, Any]], path: Path) -> Path | None:
+# The R1-style lab's diagnostics: each a logged training metric, read over the first tenth and the last third.
+DIAGNOSTICS = {
+    "prm_mean": "reasonflux/prm_mean", "steps_per_completion": "reasonflux/steps_mean",
+    "single_step_frac": "reasonflux/single_step_frac", "no_step_frac": "reasonflux/no_step_frac",
+    "completion_length": "completions/mean_length", "clipped_frac": "completions/clipped_ratio",
+    "correction_frac": "reasonflux/correction_frac", "no_boxed_frac": "reasonflux/no_boxed_frac",
+    "train_accuracy": "outcome/accuracy", "zero_std_group_frac": "frac_reward_zero_std",
+}
+# A verdict needs the difference beyond twice its standard error over seeds; a rate of hacked (or collapsed) seeds
+# needs at least half of an arm's seeds against at most a quarter of its comparison's.
+MAJORITY, FEW = 0.5, 0.25
+
+
+def diagnostics(histories: list[list[dict[str, Any]]], steps: int) -> dict[str, dict[str, float | None]]:
+    """Each of ``DIAGNOSTICS`` over the first tenth and the last third of training, averaged over seeds."""
+    def window(key: str, low: float, high: float) -> float | None:
+        values = [e[key] for h in histories for e in h
+                  if key in e and EVAL_KEY not in e and low <= e.get("step", 0) <= high]
+        return round(statistics.fmean(values), 4) if values else None
+    return {name: {"first_tenth": window(key, 1, max(1, steps / 10)), "last_third": window(key, steps * 2 / 3, steps)}
+            for name, key in DIAGNOSTICS.items()}
+
+
+def summarise_r1_arm(histories: list[list[dict[str, Any]]], outcome_final: float | None, steps: int) -> dict:
+    """[`summarise_arm`] plus the hacking diagnostics and, per seed and as a majority, ``hacked``/``collapsed``."""
+    from reasonflux_rl.train.verdict import safety
+
+    checks = [safety(h) for h in histories]
+    hacked, collapsed = [c.hacked for c in checks], [c.collapsed for c in checks]
+    return {
+        **summarise_arm(histories, outcome_final),
+        "hacked": sum(hacked) / len(hacked) >= MAJORITY, "hacked_seeds": sum(hacked),
+        "collapsed": sum(collapsed) / len(collapsed) >= MAJORITY, "collapsed_seeds": sum(collapsed),
+        "diagnostics": diagnostics(histories, steps),
+    }
+
+
+def _difference(arms: dict[str, dict[str, Any]], arm: str, baseline: str) -> dict[str, Any]:
+    gain, error = auc_gain(arms[arm], arms[baseline])
+    verdict = ("supported" if gain > 2 * error else "contradicted" if gain < -2 * error else "inconclusive")
+    return {"arm": arm, "against": baseline, "auc_difference": round(gain, 2),
+            "standard_error": None if math.isinf(error) else round(error, 2), "verdict": verdict}
+
+
+def _unsafe_share(arm: dict[str, Any], seeds: int) -> float:
+    return max(arm["hacked_seeds"], arm["collapsed_seeds"]) / seeds
+
+
+def r1_hypotheses(arms: dict[str, dict[str, Any]], seeds: int) -> dict[str, dict[str, Any]]:
+    """The four claims, each ``supported``, ``contradicted`` or ``inconclusive`` with its numbers (arms missing from
+    the run: ``inconclusive``, with the reason)."""
+    def best(names: list[str]) -> str | None:
+        present = [n for n in names if n in arms]
+        return max(present, key=lambda n: arms[n]["auc"]) if present else None
+
+    mixed_standard = best(["standard_sequence", "standard_suffix_sum"])
+    mixed_aware = best([a for a in R1_ARMS if a.startswith("trajectory_aware_") and "_only" not in a])
+    out: dict[str, dict[str, Any]] = {}
+    out["trajectory_aware_teaches_faster"] = (
+        _difference(arms, mixed_aware, mixed_standard) if mixed_aware and mixed_standard
+        else {"verdict": "inconclusive", "why": "needs a trajectory-aware and a standard mixed arm"})
+
+    sums = [a for a in ("trajectory_aware_suffix_sum", "trajectory_aware_only_suffix_sum") if a in arms]
+    guarded = [a for a in ("trajectory_aware_soft_min", "trajectory_aware_suffix_sum_clip",
+                           "trajectory_aware_suffix_sum_delta") if a in arms]
+    if sums and guarded:
+        sum_share = max(_unsafe_share(arms[a], seeds) for a in sums)
+        guarded_share = max(_unsafe_share(arms[a], seeds) for a in guarded)
+        verdict = ("supported" if sum_share >= MAJORITY and guarded_share <= FEW
+                   else "contradicted" if sum_share <= guarded_share else "inconclusive")
+        out["sum_form_credit_hacks"] = {
+            "verdict": verdict, "unsafe_seed_share": {a: _unsafe_share(arms[a], seeds) for a in sums + guarded},
+            "auc_against_suffix_sum": [_difference(arms, a, "trajectory_aware_suffix_sum") for a in guarded
+                                       if "trajectory_aware_suffix_sum" in arms]}
+    else:
+        out["sum_form_credit_hacks"] = {"verdict": "inconclusive", "why": "needs suffix_sum and a guarded arm"}
+
+    pairs = [(alone, mixed) for alone, mixed in (("standard_only", "standard_sequence"),
+                                                 ("trajectory_aware_only", "trajectory_aware_sequence"),
+                                                 ("trajectory_aware_only_suffix_sum", "trajectory_aware_suffix_sum"))
+             if alone in arms and mixed in arms]
+    if pairs:
+        hacked_alone = [a for a, _ in pairs if arms[a]["hacked_seeds"] / seeds >= MAJORITY]
+        prevented = [m for a, m in pairs if a in hacked_alone and arms[m]["hacked_seeds"] / seeds <= FEW]
+        verdict = ("inconclusive" if not hacked_alone
+                   else "supported" if len(prevented) == len(hacked_alone)
+                   else "contradicted" if not prevented else "inconclusive")
+        out["mixing_prevents_hacking"] = {
+            "verdict": verdict, "hacked_seeds": {n: arms[n]["hacked_seeds"] for pair in pairs for n in pair},
+            "prm_alone_arms_hacked": hacked_alone,
+            **({"why": "no PRM-alone arm was hacked in most seeds"} if not hacked_alone else {})}
+    else:
+        out["mixing_prevents_hacking"] = {"verdict": "inconclusive", "why": "needs a PRM-alone arm and its mix"}
+
+    dense_aware = best([a for a in ("trajectory_aware_suffix_sum", "trajectory_aware_soft_min",
+                                    "trajectory_aware_suffix_sum_clip", "trajectory_aware_suffix_sum_delta")])
+    out["step_credit_beats_sequence"] = (
+        _difference(arms, dense_aware, "trajectory_aware_sequence")
+        if dense_aware and "trajectory_aware_sequence" in arms
+        else {"verdict": "inconclusive", "why": "needs trajectory_aware_sequence and a dense arm"})
+    if "standard_suffix_sum" in arms and "standard_sequence" in arms:
+        out["step_credit_beats_sequence"]["standard"] = _difference(arms, "standard_suffix_sum", "standard_sequence")
+    return out
+
+
+def r1_targets(arms: dict[str, dict[str, Any]], steps: int) -> dict[str, Any]:
+    """The two targets: the best PRM arm reaches outcome-only's final accuracy in at most half the steps with an AUC
+    beyond outcome-only's by more than seed noise; the best trajectory-aware arm beats the best standard arm."""
+    prm_arms = [a for a in arms if a != OUTCOME]
+    if OUTCOME not in arms or not prm_arms:
+        return {"met": None, "why": "needs outcome_only and a PRM arm"}
+    best = max(prm_arms, key=lambda a: arms[a]["auc"])
+    gain, error = auc_gain(arms[best], arms[OUTCOME])
+    reached = arms[best]["steps_to_outcome_final"]
+    faster = {"best_prm_arm": best, "steps_to_outcome_final": reached, "auc_gain_vs_outcome": round(gain, 2),
+              "standard_error": None if math.isinf(error) else round(error, 2),
+              "met": bool(reached is not None and reached <= steps / 2 and gain > 2 * error)}
+    aware = [a for a in prm_arms if a.startswith("trajectory_aware")]
+    standard = [a for a in prm_arms if a.startswith("standard")]
+    result: dict[str, Any] = {"half_the_steps": faster}
+    if aware and standard:
+        comparison = _difference(arms, max(aware, key=lambda a: arms[a]["auc"]),
+                                 max(standard, key=lambda a: arms[a]["auc"]))
+        result["trajectory_aware_beats_standard"] = {**comparison, "met": comparison["verdict"] == "supported"}
+    return result
+
+
+def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: Path,
+               budget: dict[str, str]) -> dict[str, Any]:
+    """The R1-style lab's runs and their report (see the module docstring)."""
+    start = time.perf_counter()
+    # Seed by seed, so that a call stopped half-way leaves every arm with the same seeds done.
+    runs = {(arm, seed): run_arm(arm, seed, steps, eval_steps, out, {**budget, **R1_ARMS[arm]}, R1_RECIPE)
+            for seed in range(seeds) for arm in arm_names}
+    histories = {arm: [runs[arm, seed] for seed in range(seeds)] for arm in arm_names}
+    outcome_final = (statistics.fmean(eval_curve(h)[-1][1] for h in histories[OUTCOME])
+                     if OUTCOME in histories else None)
+    arms = {arm: summarise_r1_arm(h, outcome_final, steps) for arm, h in histories.items()}
+    build = json.loads((R1_ASSETS / "lab.json").read_text())
+    report = {
+        "benchmark": "learning", "lab": "r1", "recipe": str(R1_RECIPE.relative_to(REPO)), "budget": budget,
+        "steps": steps, "eval_steps": eval_steps, "seeds": seeds,
+        "arms_settings": {a: {k: v.replace(str(REPO) + "/", "") for k, v in R1_ARMS[a].items()} for a in arm_names},
+        "policy_start_accuracy": round(build["policy_sampled"]["accuracy"], 4),
+        "prm_held_out": {name: {k: round(v, 4) for k, v in prm["held_out"].items() if isinstance(v, float)}
+                         for name, prm in build["prms"].items()},
+        "arms": arms,
+        "hypotheses": r1_hypotheses(arms, seeds),
+        "targets": r1_targets(arms, steps),
+        "train_seconds_total": round(sum(
+            json.loads((out / f"{arm}-seed{seed}" / "train_results.json").read_text())["train_runtime"]
+            for arm in arm_names for seed in range(seeds))),
+        "seconds": round(time.perf_counter() - start),
+    }
+    figure = plot(arms, out / "learning_r1.png", "The R1-style lab: held-out accuracy by reward (mean ± sd over seeds)")
+    report["figure"] = None if figure is None else str(figure)
+    (out / "learning_r1.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def plot(arms: dict[str, dict[str, Any]], path: Path,
+         title: str = "The lab: held-out accuracy by reward (mean ± sd over seeds)") -> Path | None:
     try:
         import matplotlib
 
@@ -236,8 +448,7 @@ def plot(arms: dict[str, dict[str, Any]], path: Path) -> Path | None:
         line, = axis.plot(steps, means, marker="o", linewidth=2 if name != OUTCOME else 2.5, label=name)
         axis.fill_between(steps, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
                           color=line.get_color(), alpha=0.15)
-    axis.set(xlabel="optimizer step", ylabel="held-out accuracy (sampled, T=1)",
-             title="The lab: held-out accuracy by reward (mean ± sd over seeds)")
+    axis.set(xlabel="optimizer step", ylabel="held-out accuracy (sampled, T=1)", title=title)
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
@@ -276,22 +487,34 @@ def measure(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 20 steps: a check in a few minutes")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (of {list(ARMS)})")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--eval-steps", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=None, help="where runs, learning.json and learning.png go")
+    parser.add_argument("--lab", choices=("chains", "r1"), default="chains",
+                        help="chains: the lab of clean chains and an exact PRM; r1: the R1-style lab, PRMs that err")
+    parser.add_argument("--quick", action="store_true", help="chains: 1 seed, 20 steps; r1: 1 seed, 4 steps of 2 "
+                        "arms (outcome_only, trajectory_aware_suffix_sum unless --arms), 8 completions per step")
+    parser.add_argument("--arms", default=None, help=f"comma-separated arms (chains: of {list(ARMS)}; r1: of "
+                        f"{list(R1_ARMS)})")
+    parser.add_argument("--seeds", type=int, default=None, help=f"default: 3 (chains), {R1_SEEDS} (r1)")
+    parser.add_argument("--steps", type=int, default=None, help=f"default: 100 (chains), {R1_STEPS} (r1)")
+    parser.add_argument("--eval-steps", type=int, default=None, help=f"default: 10 (chains), {R1_EVAL_STEPS} (r1)")
+    parser.add_argument("--out", type=Path, default=None, help="where runs, the JSON and the PNG go")
     args = parser.parse_args()
-    arm_names = args.arms.split(",")
-    unknown = set(arm_names) - set(ARMS)
+    known = R1_ARMS if args.lab == "r1" else ARMS
+    quick_arms = "outcome_only,trajectory_aware_suffix_sum" if args.lab == "r1" else ",".join(ARMS)
+    arm_names = (args.arms or (quick_arms if args.quick else ",".join(known))).split(",")
+    unknown = set(arm_names) - set(known)
     if unknown:
-        parser.error(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
-    seeds, steps = (1, 20) if args.quick else (args.seeds, args.steps)
+        parser.error(f"unknown arms {sorted(unknown)}; choose from {list(known)}")
     out = args.out or Path(tempfile.mkdtemp(prefix="learning-"))
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(sys.stderr):
-        report = measure(arm_names, seeds, steps, args.eval_steps, out)
+        if args.lab == "r1":
+            seeds, steps, eval_steps = (1, 4, 4) if args.quick else (
+                args.seeds or R1_SEEDS, args.steps or R1_STEPS, args.eval_steps or R1_EVAL_STEPS)
+            budget = {**R1_BUDGET, **R1_QUICK_BUDGET} if args.quick else R1_BUDGET
+            report = measure_r1(arm_names, seeds, steps, eval_steps, out, budget)
+        else:
+            seeds, steps = (1, 20) if args.quick else (args.seeds or 3, args.steps or 100)
+            report = measure(arm_names, seeds, steps, args.eval_steps or 10, out)
     print(json.dumps(report, indent=2))
 
 

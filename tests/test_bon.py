@@ -24,11 +24,13 @@ def test_best_of_n_arithmetic_matches_hand_computation():
     # n=4: prm picks 0, 1 (0.6 tie: the earlier, wrong one, not 2), 3 -> 0, 0, 1. majority: 2-2 tie -> "5" (first
     #      at 0) -> 0; "3" x3 -> candidate 1 -> 0; "9" x2 -> its first member, candidate 2 -> 0.
     #      random: (2/4 + 2/4 + 1/4) / 3. oracle: 1, 1, 1.
+    # weighted majority, n=2: "5" 0.9 over "7" 0.2 -> 0 -> 0; "3" 0.6 over "2" 0.3 -> candidate 1 -> 0; no votes -> 0.
+    #      n=4: "5" 1.0 ties "7" 1.0 -> the earlier group, "5" -> 0; "3" 1.4 -> 0; "9" 0 (unscored) + 0.95 -> 2 -> 0.
     table = best_of_n(correct, scores, keys, ns=[1, 2, 4])
     expected = [
-        {"n": 1, "prm": 1 / 3, "majority": 1 / 3, "random": 1 / 3, "oracle": 1 / 3},
-        {"n": 2, "prm": 0.0, "majority": 1 / 3, "random": 1 / 3, "oracle": 2 / 3},
-        {"n": 4, "prm": 1 / 3, "majority": 0.0, "random": 5 / 12, "oracle": 1.0},
+        {"n": 1, "prm": 1 / 3, "majority": 1 / 3, "weighted_majority": 1 / 3, "random": 1 / 3, "oracle": 1 / 3},
+        {"n": 2, "prm": 0.0, "majority": 1 / 3, "weighted_majority": 0.0, "random": 1 / 3, "oracle": 2 / 3},
+        {"n": 4, "prm": 1 / 3, "majority": 0.0, "weighted_majority": 0.0, "random": 5 / 12, "oracle": 1.0},
     ]
     assert table == [pytest.approx(row) for row in expected]
 
@@ -77,10 +79,12 @@ HAND_MADE = [
 #      C: prm 0 (0.6) -> 0, majority tie -> 0. Random 1/2 each; oracle 1 each.
 # N=4: A: prm 1 -> 1, majority 1/2 x3 -> candidate 1 -> 1, random 3/4. B: prm 0 -> 1, majority 5 x2 -> candidate 1
 #      -> 0, random 1/4. C: prm 2 (0.85) -> 1, majority 10 x2 -> candidate 1 -> 1, random 2/4. Oracle 1 each.
+# Weighted majority, N=2: A "1/2" 0.9 over "2/5" 0.3 -> 1; B "6" 0.95 over "5" 0.6 -> 1; C "7" 0.6 over "10" 0.2 -> 0.
+#      N=4: A "1/2" 1.6 -> 1; B "6" 0.95 over "5" 0.7 (the cut candidate does not vote) -> 1; C "10" 1.05 -> 1.
 HAND_TABLE = [
-    {"n": 1, "prm": 1 / 3, "majority": 1 / 3, "random": 1 / 3, "oracle": 1 / 3},
-    {"n": 2, "prm": 2 / 3, "majority": 1 / 3, "random": 1 / 2, "oracle": 1.0},
-    {"n": 4, "prm": 1.0, "majority": 2 / 3, "random": 1 / 2, "oracle": 1.0},
+    {"n": 1, "prm": 1 / 3, "majority": 1 / 3, "weighted_majority": 1 / 3, "random": 1 / 3, "oracle": 1 / 3},
+    {"n": 2, "prm": 2 / 3, "majority": 1 / 3, "weighted_majority": 2 / 3, "random": 1 / 2, "oracle": 1.0},
+    {"n": 4, "prm": 1.0, "majority": 2 / 3, "weighted_majority": 1.0, "random": 1 / 2, "oracle": 1.0},
 ]
 HAND_SCORES = [[0.3, 0.9, 0.5, 0.2], [0.95, 0.6, 0.7, 0.1], [0.6, 0.2, 0.85, 0.5]]
 HAND_CORRECT = [[0, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 0]]

@@ -134,6 +134,7 @@ def build_reward(
         problem_column=args.problem_column,
         on_failure=args.prm_on_failure,
         credit=args.credit_options(),
+        thinking_prefilled=bool(args.thinking_prefilled),
     )
 
 

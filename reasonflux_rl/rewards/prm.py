@@ -20,6 +20,7 @@ from reasonflux_rl.prm.engine.results import Scorer, StepScores
 from reasonflux_rl.prm.placement.pooling_client import PRMUnavailableError
 from reasonflux_rl.rewards.config import ON_FAILURE
 from reasonflux_rl.rewards.credit import CreditOptions
+from reasonflux_rl.rewards.diagnostics import CompletionShape, completion_shape, shape_metrics
 from reasonflux_rl.rewards.formula import Score, aggregate, mix, normalise, trajectory_reward
 from reasonflux_rl.rewards.schedule import beta_at
 from reasonflux_rl.trajectory import completion_text, prompt_text
@@ -114,8 +115,10 @@ def log_batch(
     prm: PRMBatch | None,
     outcome: Sequence[Score] | None = None,
     mixed: Sequence[Score] | None = None,
+    shapes: Sequence[CompletionShape] | None = None,
 ) -> None:
-    """Log the reward metrics of one generation batch, computed over the whole batch (all ranks).
+    """Log the reward metrics of one generation batch, computed over the whole batch (all ranks), with the shares of
+    [`~reasonflux_rl.rewards.diagnostics.shape_metrics`] when the completions' ``shapes`` are given.
 
     Every rank logs the same values, so TRL's average over ranks keeps them: means, standard deviation, the PRM /
     outcome correlation and the counts of missing parts are those of the global batch, not of one rank's slice.
@@ -129,8 +132,12 @@ def log_batch(
         columns["outcome_mean"] = outcome
     if mixed is not None:
         columns["mixed_mean"] = mixed
+    if shapes is not None:
+        columns["shape"] = shapes
     rows, _ = gather_batch(list(zip(*columns.values())))
     batch = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+    for name, value in shape_metrics(batch.pop("shape", [])).items():
+        log_metric(f"reasonflux/{name}", value)
     for name, values in batch.items():
         value = _mean(values)
         if value is not None:
@@ -147,6 +154,7 @@ def log_batch(
         steps = batch["steps_mean"]
         if steps:
             log_metric("reasonflux/single_step_frac", sum(n == 1 for n in steps) / len(steps))
+            log_metric("reasonflux/no_step_frac", sum(n == 0 for n in steps) / len(steps))
     if prm is not None and outcome is not None:
         pairs = [(o, p) for o, p in zip(batch["outcome_mean"], batch["prm_mean"]) if o is not None and p is not None]
         corr = _pearson([o for o, _ in pairs], [p for _, p in pairs])
@@ -298,8 +306,10 @@ class MixedReward:
     run's ``max_steps``), read from TRL's ``trainer_state``; called without ``trainer_state`` (outside a trainer) a
     schedule is at step 0 and gives its start value (see [`current_beta`]). Besides [`PRMReward`]'s metrics it logs
     ``reasonflux/outcome_mean``, ``mixed_mean``, ``beta``, ``outcome_missing`` and ``prm_outcome_corr`` (Pearson
-    correlation of raw PRM score and outcome within the batch), and this rank's wall seconds in the outcome reward
-    and the PRM (``reasonflux/outcome_seconds``, ``prm_seconds``).
+    correlation of raw PRM score and outcome within the batch), the completions' shapes
+    (``reasonflux/correction_frac``, ``no_boxed_frac``: [`~reasonflux_rl.rewards.diagnostics`], read as
+    ``thinking_prefilled`` says), and this rank's wall seconds in the outcome reward and the PRM
+    (``reasonflux/outcome_seconds``, ``prm_seconds``).
 
     Example:
     ```python
@@ -333,6 +343,7 @@ class MixedReward:
         problem_column: str = "problem",
         on_failure: str = "error",
         credit: CreditOptions | None = None,
+        thinking_prefilled: bool = False,
     ) -> None:
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta={beta} must be in [0, 1]")
@@ -357,6 +368,7 @@ class MixedReward:
         self.beta = beta
         self.beta_schedule = beta_schedule
         self.beta_schedule_steps = beta_schedule_steps
+        self.thinking_prefilled = thinking_prefilled
         self.last_credit_inputs: CreditInputs | None = None
 
     def close(self) -> None:
@@ -412,13 +424,15 @@ class MixedReward:
             self.prm.report(batch, log_metric, log_extra)
             # With beta = 0 the PRM must not change a row, not even by turning a None outcome into 0.
             mixed = mix(outcome, batch.normalised if beta > 0 else [None] * len(outcome), beta)
+        texts = [completion_text(c) for c in completions]
         if log_metric is not None:
             log_metric("reasonflux/beta", beta)
             for part, value in seconds.items():
                 log_metric(f"reasonflux/{part}_seconds", value)
-            log_batch(log_metric, batch, outcome, mixed)
+            log_batch(log_metric, batch, outcome, mixed,
+                      [completion_shape(text, self.thinking_prefilled) for text in texts])
         self.last_credit_inputs = CreditInputs(
-            texts=[completion_text(c) for c in completions],
+            texts=texts,
             completion_ids=None if completion_ids is None else [list(ids) for ids in completion_ids],
             outcome=list(outcome),
             prm=batch,

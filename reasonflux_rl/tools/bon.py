@@ -1,4 +1,5 @@
-"""``reasonflux-rl bon``: Best-of-N accuracy of PRM-picked answers against majority vote, random pick and oracle.
+"""``reasonflux-rl bon``: Best-of-N accuracy of PRM-picked answers against (PRM-weighted) majority vote, random pick
+and oracle.
 
 The paper's third use of ReasonFlux-PRM (test-time scaling). For each problem there are candidate completions (read
 from the input, or sampled from a policy by [`reasonflux_rl.tools.bon_generate`]); for each N in {1, 2, 4, 8, 16} up
@@ -10,11 +11,14 @@ judged by the outcome reward (math-verify against the reference answer,
   the PRM could not score (no step scored, or a non-finite score) ranks below every scored one.
 - ``majority``: candidates are grouped by their final answer (see [`answer_key`]); the largest group wins, ties go to
   the group whose first member comes first; its first member is the pick. Candidates without an answer do not vote.
+- ``weighted_majority``: candidates are grouped by their final answer as for ``majority``, each group's PRM scores
+  are summed (an unscored candidate adds 0), and the group with the largest sum wins, ties to the earliest group; its
+  first member is the pick (the rule of huggingface/search-and-learn).
 - ``random``: the *expected* accuracy of a uniformly random pick, i.e. the mean correctness of the first N, computed
   exactly rather than from one seeded draw: no sampling noise, nothing to seed.
 - ``oracle``: 1 when any of the first N is correct (pass@N of these candidates), the ceiling of any picker.
 
-At N = 1 all four methods are the first candidate's correctness. Candidates past the largest N evaluated are cut
+At N = 1 all five methods are the first candidate's correctness. Candidates past the largest N evaluated are cut
 before judging and scoring. PRM scores are cached beside the output as they are computed
 ([`reasonflux_rl.tools.store.ScoreStore`]), so an interrupted run resumes without rescoring.
 """
@@ -48,7 +52,7 @@ from reasonflux_rl.tools.sampling import BACKENDS, resolve_backend
 from reasonflux_rl.trajectory import prompt_text, split_trajectory
 
 NS: tuple[int, ...] = (1, 2, 4, 8, 16)
-METHODS: tuple[str, ...] = ("prm", "majority", "random", "oracle")
+METHODS: tuple[str, ...] = ("prm", "majority", "weighted_majority", "random", "oracle")
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,35 @@ def majority_pick(keys: Sequence[str | None], n: int) -> int:
     return first[winner]
 
 
+def weighted_majority_pick(keys: Sequence[str | None], scores: Sequence[float | None], n: int) -> int:
+    """Index of the first member of the answer group with the largest summed PRM score among the first ``n``.
+
+    Candidates without an answer do not vote, an unscored one adds 0 to its group, ties go to the group whose first
+    member comes first; with no answer at all the first candidate is the pick.
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.tools.bon import weighted_majority_pick
+    >>> keys = ["3", "4", "4", "3"]
+    >>> weighted_majority_pick(keys, [0.9, 0.3, 0.4, None], 3), weighted_majority_pick(keys, [0.9, 0.3, 0.4, 0.5], 4)
+    (0, 0)
+    >>> weighted_majority_pick(["3", "4", "4"], [0.5, 0.3, 0.4], 3), weighted_majority_pick([None, "5"], [1.0, 0.1], 2)
+    (1, 1)
+
+    ```
+    """
+    totals: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for index, (key, score) in enumerate(zip(keys[:n], scores[:n])):
+        if key is not None:
+            totals[key] = totals.get(key, 0.0) + (score or 0.0)
+            first.setdefault(key, index)
+    if not totals:
+        return 0
+    winner = min(totals, key=lambda key: (-totals[key], first[key]))
+    return first[winner]
+
+
 def problem_outcomes(
     correct: Sequence[float], scores: Sequence[float | None], keys: Sequence[str | None], n: int
 ) -> dict[str, float]:
@@ -231,7 +264,7 @@ def problem_outcomes(
     ```python
     >>> from reasonflux_rl.tools.bon import problem_outcomes
     >>> problem_outcomes([0.0, 1.0, 0.0, 1.0], [0.9, 0.1, 0.5, 0.2], ["3", "4", "3", "4"], 4)
-    {'prm': 0.0, 'majority': 0.0, 'random': 0.5, 'oracle': 1.0}
+    {'prm': 0.0, 'majority': 0.0, 'weighted_majority': 0.0, 'random': 0.5, 'oracle': 1.0}
 
     ```
     """
@@ -241,6 +274,7 @@ def problem_outcomes(
     return {
         "prm": float(correct[prm_pick(scores, n)]),
         "majority": float(correct[majority_pick(keys, n)]),
+        "weighted_majority": float(correct[weighted_majority_pick(keys, scores, n)]),
         "random": math.fsum(first) / n,
         "oracle": float(max(first)),
     }
@@ -265,8 +299,8 @@ def best_of_n(
     >>> keys = [["7", "8"], ["1", "1"]]
     >>> for row in best_of_n(correct, scores, keys, ns=[1, 2]):
     ...     print(row)
-    {'n': 1, 'prm': 0.5, 'majority': 0.5, 'random': 0.5, 'oracle': 0.5}
-    {'n': 2, 'prm': 1.0, 'majority': 0.5, 'random': 0.75, 'oracle': 1.0}
+    {'n': 1, 'prm': 0.5, 'majority': 0.5, 'weighted_majority': 0.5, 'random': 0.5, 'oracle': 0.5}
+    {'n': 2, 'prm': 1.0, 'majority': 0.5, 'weighted_majority': 1.0, 'random': 0.75, 'oracle': 1.0}
 
     ```
     """
@@ -538,6 +572,8 @@ def _result(rows: InputRows[Problem], judged: _Judged, table: list[dict[str, flo
         "methods": {
             "prm": f"argmax of the {args.aggregation} PRM score among the first n (ties: earliest; unscored: last)",
             "majority": "largest group of equal final answers among the first n (ties: earliest group)",
+            "weighted_majority": "group of equal final answers with the largest summed PRM score among the first n "
+                                 "(unscored: 0; ties: earliest group)",
             "random": "expected accuracy of a uniform pick among the first n (exact mean, no sampling)",
             "oracle": "any of the first n correct",
         },
@@ -585,8 +621,8 @@ def main(argv: Sequence[str]) -> None:
     >>> _ = (work / "bon.jsonl").write_text(json.dumps(row) + "\\n")
     >>> main(["--input", str(work / "bon.jsonl"), "--prm", str(prm), "--output", str(work / "bon.json"),
     ...       "--workers", "1", "--no-plot"])  # doctest: +ELLIPSIS
-    n=1  prm 0.000  majority 0.000  random 0.000  oracle 0.000
-    n=2  prm ...  majority 0.000  random 0.500  oracle 1.000
+    n=1  prm 0.000  majority 0.000  weighted_majority 0.000  random 0.000  oracle 0.000
+    n=2  prm ...  majority 0.000  weighted_majority ...  random 0.500  oracle 1.000
     table: .../bon.json
 
     ```

@@ -19,6 +19,7 @@ INSTALL_HINT = 'the figures need matplotlib: pip install "reasonflux-rl[plots]" 
 _METHOD_STYLE = {
     "prm": ("PRM best-of-N", "o", "-"),
     "majority": ("majority vote", "s", "-"),
+    "weighted_majority": ("PRM-weighted majority", "D", "-"),
     "random": ("random pick (expected)", "^", "--"),
     "oracle": ("oracle (any correct)", "v", ":"),
 }

@@ -1,0 +1,111 @@
+"""``benchmarks/learning.py --lab r1 --quick`` and ``benchmarks/lab_r1_mc.py --quick`` run on reduced sizes and report
+what they claim: every arm's curve, diagnostics and safety flags, the hypotheses' verdicts following from the
+numbers; both label sets of the mc benchmark on the same pairs. Whether targets are met is the benchmarks' business."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import learning  # noqa: E402
+
+# transformers prints a line on stdout when it is imported under WANDB_MODE=offline (the suite's conftest sets it);
+# both benchmarks train with report_to none, and their stdout is their JSON alone.
+ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_MODE"}, "TOKENIZERS_PARALLELISM": "false",
+       "HF_HUB_OFFLINE": "1"}
+VERDICTS = {"supported", "contradicted", "inconclusive"}
+
+
+def _run(*command, timeout=600):
+    proc = subprocess.run([sys.executable, *command], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def r1_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("learning-r1")
+    report = _run("benchmarks/learning.py", "--lab", "r1", "--quick", "--out", str(out))
+    assert json.loads((out / "learning_r1.json").read_text()) == report
+    return report, out
+
+
+def test_r1_quick_runs_each_arm_with_the_quick_budget(r1_report):
+    report, out = r1_report
+    assert set(report["arms"]) == {"outcome_only", "trajectory_aware_suffix_sum"}
+    assert report["budget"]["per_device_train_batch_size"] == "8" and report["steps"] == 4
+    for name, arm in report["arms"].items():
+        assert [p["step"] for p in arm["curve"]] == [0, 4]
+        assert isinstance(arm["hacked"], bool) and isinstance(arm["collapsed"], bool)
+        assert arm["hacked_seeds"] in (0, 1) and arm["collapsed_seeds"] in (0, 1)
+        state = json.loads((out / f"{name}-seed0" / "trainer_state.json").read_text())
+        assert state["global_step"] == 4
+        # Every diagnostic was logged by the run, so each window has a value.
+        for diagnostic, windows in arm["diagnostics"].items():
+            assert windows["first_tenth"] is not None and windows["last_third"] is not None, diagnostic
+    assert report["arms_settings"]["trajectory_aware_suffix_sum"]["prm_name_or_path"] == (
+        "reasonflux_rl/lab/assets/r1/prm_trajectory_aware")
+    assert (out / "learning_r1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_r1_quick_hypotheses_have_verdicts(r1_report):
+    report, _ = r1_report
+    hypotheses = report["hypotheses"]
+    assert set(hypotheses) == {"trajectory_aware_teaches_faster", "sum_form_credit_hacks", "mixing_prevents_hacking",
+                               "step_credit_beats_sequence"}
+    assert all(h["verdict"] in VERDICTS for h in hypotheses.values())
+    # The quick run has no standard arm and no guarded arm: those claims cannot be judged.
+    assert hypotheses["trajectory_aware_teaches_faster"]["verdict"] == "inconclusive"
+    assert "half_the_steps" in report["targets"]
+
+
+def _arm(auc_per_seed, hacked=0, collapsed=0):
+    return {"auc": sum(auc_per_seed) / len(auc_per_seed), "auc_per_seed": auc_per_seed, "hacked_seeds": hacked,
+            "collapsed_seeds": collapsed, "steps_to_outcome_final": None}
+
+
+def test_hypotheses_follow_from_the_numbers():
+    arms = {name: _arm([10, 11, 10, 11]) for name in learning.R1_ARMS}
+    arms["trajectory_aware_sequence"] = _arm([20, 21, 20, 21])
+    arms["trajectory_aware_suffix_sum"] = _arm([2, 3, 2, 3], hacked=3, collapsed=4)
+    arms["trajectory_aware_only"] = _arm([1, 1, 2, 1], hacked=4)
+    verdicts = {name: h["verdict"] for name, h in learning.r1_hypotheses(arms, 4).items()}
+    assert verdicts == {
+        "trajectory_aware_teaches_faster": "supported",  # 20.5 against the standard arms' 10.5
+        "sum_form_credit_hacks": "supported",  # suffix_sum unsafe in 4 of 4 seeds, the guarded arms in none
+        "mixing_prevents_hacking": "supported",  # PRM alone hacked in 4 seeds, its mix in none
+        "step_credit_beats_sequence": "contradicted",  # the best dense arm (10.5) below the sequence arm (20.5)
+    }
+    arms["trajectory_aware_sequence"] = _arm([10, 12, 9, 11])
+    arms["trajectory_aware_soft_min"] = _arm([9, 13, 10, 10], collapsed=4)
+    verdicts = {name: h["verdict"] for name, h in learning.r1_hypotheses(arms, 4).items()}
+    assert verdicts["step_credit_beats_sequence"] == "inconclusive"  # within seed noise
+    assert verdicts["sum_form_credit_hacks"] == "contradicted"  # soft_min as unsafe as suffix_sum
+
+
+@pytest.fixture(scope="module")
+def mc_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab-r1-mc")
+    report = _run("benchmarks/lab_r1_mc.py", "--quick", "--out", str(out))
+    assert json.loads((out / "lab_r1_mc.json").read_text()) == report
+    return report
+
+
+def test_mc_quick_labels_the_same_steps_both_ways(mc_report):
+    given, mc = mc_report["arms"]["given"], mc_report["arms"]["mc"]
+    assert {k: v["steps"] for k, v in given["targets_by_kind"].items()} == {
+        k: v["steps"] for k, v in mc["targets_by_kind"].items()}
+    # The judge's targets: 1 for every step but the uncorrected slips and wrong response steps.
+    assert given["targets_by_kind"]["wrong_uncorrected"]["mean_target"] == 0.0
+    assert given["targets_by_kind"]["wrong_corrected"]["mean_target"] == 1.0
+    assert given["error_auroc_of_targets"] == 1.0
+    assert all(0.0 <= v["mean_target"] <= 1.0 for v in mc["targets_by_kind"].values())
+    assert mc_report["labelling"]["continuations"] > 0 and mc_report["labelling"]["seconds"] > 0
+    for arm in (given, mc):
+        assert 0.0 <= arm["held_out"]["step_accuracy"] <= 1.0 and "kinds" in arm["held_out"]
