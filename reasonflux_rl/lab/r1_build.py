@@ -93,7 +93,22 @@ def write_r1_trajectories(args: LabBuildArguments, out: str | Path) -> dict[str,
 def r1_policy_accuracy(model: Any, tokenizer: Any, problems_: Sequence[Problem], samples: int,
                        temperature: float | None, seed: int = 0) -> dict[str, float]:
     """Share of the policy's completions whose boxed answer (after ``</think>``) is the gold one, of those the judge
-    can read, and of their thinking steps by kind (``temperature=None``: greedy)."""
+    can read, and of their thinking steps by kind (``temperature=None``: greedy).
+
+    Example:
+    ```python
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> from reasonflux_rl.lab.build import SHIPPED
+    >>> from reasonflux_rl.lab.r1_build import r1_policy_accuracy
+    >>> from reasonflux_rl.lab.task import problems
+    >>> policy = AutoModelForCausalLM.from_pretrained(SHIPPED / "r1" / "policy")
+    >>> tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "r1" / "policy")
+    >>> figures = r1_policy_accuracy(policy, tokenizer, problems("eval", lengths=(6, 7, 8))[:2], 1, None)
+    >>> figures["well_formed"], sorted(figures)[:3]
+    (1.0, ['accuracy', 'share_check', 'share_correction'])
+
+    ```
+    """
     batch, texts = sample_completions(model, tokenizer, problems_, samples, temperature,
                                       TASKS["r1"].completion_tokens, seed)
     right, verdicts = 0, []
@@ -110,7 +125,27 @@ def prm_figures(model: Any, tokenizer: Any, rows: Sequence[dict]) -> tuple[dict[
     it says are right (score above 0.5) and their mean score; its step accuracy against the labels, its recall on
     wrong steps never corrected, its mean score of wrong steps later corrected; and the overlap of the mean step
     scores of trajectories with a right and a wrong final answer (the paper's diagnostic; 1: indistinguishable).
-    Also those mean scores, by answer, for the figure."""
+    Also those mean scores, by answer, for the figure.
+
+    Example:
+    ```python
+    >>> import random
+    >>> from transformers import AutoTokenizer
+    >>> from reasonflux_rl.lab.build import SHIPPED
+    >>> from reasonflux_rl.lab.r1_build import prm_figures
+    >>> from reasonflux_rl.lab.task import problems
+    >>> from reasonflux_rl.lab.thinking import ThinkingStyle, labelled_r1_solutions
+    >>> from reasonflux_rl.prm.kinds.step_classifier_model import Qwen2ForProcessRewardModel
+    >>> prm = Qwen2ForProcessRewardModel.from_pretrained(SHIPPED / "r1" / "prm_trajectory_aware")
+    >>> tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "r1" / "prm_trajectory_aware")
+    >>> rows = labelled_r1_solutions(problems("eval", lengths=(6, 7, 8)), 4, ThinkingStyle(0.2, 0.4, 0.2, 0.1),
+    ...                              random.Random(0))
+    >>> figures, by_answer = prm_figures(prm, tokenizer, rows)
+    >>> 0 <= figures["step_accuracy"] <= 1, sum(len(v) for v in by_answer.values())
+    (True, 4)
+
+    ```
+    """
     scorer = prm_scorer(model, tokenizer)
     results = scorer.score([row["problem"] for row in rows], [row["completion"] for row in rows])
     by_kind: dict[str, list[float]] = {}

@@ -1,6 +1,7 @@
-"""``benchmarks/learning.py --lab r1 --quick`` and ``benchmarks/lab_r1_mc.py --quick`` run on reduced sizes and report
-what they claim: every arm's curve, diagnostics and safety flags, the hypotheses' verdicts following from the
-numbers; both label sets of the mc benchmark on the same pairs. Whether targets are met is the benchmarks' business."""
+"""The R1-style lab's benchmarks (``learning.py --lab r1``, ``lab_r1_mc.py``, ``offline_uses.py``) run ``--quick`` on
+reduced sizes and report what they claim: every arm's curve, diagnostics and safety flags, the hypotheses' verdicts
+following from the numbers; both label sets of the mc benchmark on the same pairs; both PRMs' Best-of-N tables on the
+same candidates. Whether targets are met is the benchmarks' business."""
 
 import json
 import os
@@ -109,3 +110,29 @@ def test_mc_quick_labels_the_same_steps_both_ways(mc_report):
     assert mc_report["labelling"]["continuations"] > 0 and mc_report["labelling"]["seconds"] > 0
     for arm in (given, mc):
         assert 0.0 <= arm["held_out"]["step_accuracy"] <= 1.0 and "kinds" in arm["held_out"]
+
+
+@pytest.fixture(scope="module")
+def offline_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("offline-uses")
+    report = _run("benchmarks/offline_uses.py", "--quick", "--out", str(out))
+    assert json.loads((out / "offline_uses.json").read_text()) == report
+    return report, out
+
+
+def test_offline_best_of_n_picks_from_the_same_candidates_with_both_prms(offline_report):
+    report, out = offline_report
+    bon = report["best_of_n"]
+    assert bon["problems"] == 6 and bon["candidates_per_problem"] == 4
+    candidates = [json.loads(line)["candidates"] for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert len(candidates) == 6 and all(len(c) == 4 for c in candidates)
+    for name in ("standard", "trajectory_aware"):
+        table = bon["tables"][name]
+        assert [row["n"] for row in table] == [1, 2, 4]
+        for row in table:
+            assert set(row) == {"n", "prm", "majority", "weighted_majority", "random", "oracle"}
+            assert max(row["prm"], row["majority"], row["weighted_majority"], row["random"]) <= row["oracle"]
+        # At N=1 every method takes the first candidate; the candidates are the same for both PRMs.
+        assert table[0] == bon["tables"]["standard"][0]
+    aware = bon["at_n4"]["trajectory_aware"]
+    assert bon["target_met"] == (aware["weighted_majority"] >= aware["majority"])
