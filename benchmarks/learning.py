@@ -29,7 +29,7 @@ Besides the curve, each arm reports the hacking diagnostics of its training logs
 completion, single- and no-step completions, completion length and clipping, the share of self-correcting thinking
 paragraphs, completions without a boxed answer: first tenth of training against last third) and, per seed and as a
 majority, ``hacked`` and ``collapsed`` by ``reasonflux_rl.train.verdict.safety``'s rules. ``hypotheses`` gives each of
-the four claims the lab tests a verdict (``R1_HYPOTHESES``: supported, contradicted or inconclusive, with the AUC
+the four claims the lab tests a verdict (``r1_hypotheses``: supported, contradicted or inconclusive, with the AUC
 differences and their standard errors over seeds, or the hacked/collapsed counts), and ``targets`` the two targets.
 The arms, budget and rules were fixed before any of its runs was looked at.
 

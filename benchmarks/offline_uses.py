@@ -63,7 +63,7 @@ def best_of_n(out: Path, problems: Path, n: int, max_new_tokens: int) -> dict:
     at_n = {name: next(row for row in table if row["n"] == n) for name, table in tables.items()}
     aware = at_n["trajectory_aware"]
     return {
-        "problems": sum(1 for _ in problems.open()), "candidates_per_problem": n, "tables": tables,
+        "problems": len(problems.read_text().splitlines()), "candidates_per_problem": n, "tables": tables,
         "seconds": seconds,
         "target": f"weighted_majority with the trajectory-aware PRM >= majority at N = {n}",
         "target_met": aware["weighted_majority"] >= aware["majority"],

@@ -214,16 +214,7 @@ def majority_pick(keys: Sequence[str | None], n: int) -> int:
 
     ```
     """
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for index, key in enumerate(keys[:n]):
-        if key is not None:
-            counts[key] = counts.get(key, 0) + 1
-            first.setdefault(key, index)
-    if not counts:
-        return 0
-    winner = min(counts, key=lambda key: (-counts[key], first[key]))
-    return first[winner]
+    return weighted_majority_pick(keys, [1.0] * len(keys), n)
 
 
 def weighted_majority_pick(keys: Sequence[str | None], scores: Sequence[float | None], n: int) -> int:
