@@ -1,10 +1,12 @@
 """The R1-style lab's benchmarks (``learning.py --lab r1``, ``lab_r1_mc.py``, ``offline_uses.py``) run ``--quick`` on
 reduced sizes and report what they claim: every arm's curve, diagnostics and safety flags, the hypotheses' verdicts
 following from the numbers; both label sets of the mc benchmark on the same pairs; both PRMs' Best-of-N tables on the
-same candidates. Whether targets are met is the benchmarks' business."""
+same candidates; the data selection's arms tuned on each PRM's top k, random k and the pool. Whether targets are met
+is the benchmarks' business."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import learning  # noqa: E402
+
+from reasonflux_rl.lab.task import boxed_answer  # noqa: E402
 
 # transformers prints a line on stdout when it is imported under WANDB_MODE=offline (the suite's conftest sets it);
 # both benchmarks train with report_to none, and their stdout is their JSON alone.
@@ -136,3 +140,38 @@ def test_offline_best_of_n_picks_from_the_same_candidates_with_both_prms(offline
         assert table[0] == bon["tables"]["standard"][0]
     aware = bon["at_n4"]["trajectory_aware"]
     assert bon["target_met"] == (aware["weighted_majority"] >= aware["majority"])
+
+
+def test_offline_data_selection_tunes_on_each_prms_top_k_random_k_and_the_pool(offline_report):
+    report, out = offline_report
+    selection = report["data_selection"]
+    pool = [json.loads(line) for line in (out / "pool.jsonl").read_text().splitlines()]
+    assert selection["pool"]["rows"] == len(pool) == 32
+    assert selection["pool"]["by_source"] == {"policy T=1.0": 8, "policy T=0.7": 8, "written (messy)": 16}
+    assert all(row["right"] == (boxed_answer(row["completion"]) == int(row["solution"])) for row in pool)
+    assert set(selection["arms"]) == {"standard", "trajectory_aware", "random", "pool"}
+    for name in ("standard", "trajectory_aware"):
+        kept = [json.loads(line) for line in (out / f"selected_{name}.jsonl").read_text().splitlines()]
+        scores = [row["prm_score"] for row in kept]
+        assert len(kept) == 8 and scores == sorted(scores, reverse=True)
+        assert {row["completion"] for row in kept} <= {row["completion"] for row in pool}
+        assert selection["arms"][name]["right_answer_share"] == round(statistics.fmean(r["right"] for r in kept), 3)
+    assert selection["arms"]["pool"]["right_answer_share"] == selection["pool"]["right_answer_share"]
+    for arm in selection["arms"].values():
+        assert len(arm["per_seed_sampled"]) == 1 and arm["sampled_accuracy"] == arm["per_seed_sampled"][0]
+        assert 0 <= arm["sampled_accuracy"] <= 100 and 0 <= arm["greedy_accuracy"] <= 100
+    arms = selection["arms"]
+    gain = selection["trajectory_aware_vs_random"]
+    assert gain["gain"] == round(arms["trajectory_aware"]["sampled_accuracy"] - arms["random"]["sampled_accuracy"], 2)
+    # One seed gives no standard error: never beyond noise, so the target cannot be met.
+    assert gain["standard_error"] is None and not gain["beyond_noise"] and selection["target_met"] is False
+
+
+def test_selection_gain_is_beyond_noise_only_past_twice_its_standard_error():
+    import offline_uses
+
+    arms = {"a": {"per_seed_sampled": [10.0, 12.0, 14.0]}, "b": {"per_seed_sampled": [4.0, 5.0, 6.0]},
+            "c": {"per_seed_sampled": [2.0, 9.0, 16.0]}}
+    assert offline_uses.selection_gain(arms, "a", "b") == {"gain": 7.0, "standard_error": 1.29, "beyond_noise": True}
+    # sd 7 over 3 seeds: a gain of 4 is within twice its standard error (2 * 4.08).
+    assert offline_uses.selection_gain(arms, "c", "b") == {"gain": 4.0, "standard_error": 4.08, "beyond_noise": False}

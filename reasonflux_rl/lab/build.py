@@ -167,27 +167,70 @@ def sft_dataset(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> 
     return Dataset.from_list(rows)
 
 
-def train_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2ForCausalLM:
-    """Warm-start a policy on [`sft_dataset`] with TRL's ``SFTTrainer`` (completion-only loss): a random Qwen2 for
-    ``chains``, ``args.r1_base`` (its context widened to the task's) for ``r1``."""
+def base_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2ForCausalLM:
+    """The policy before its warm start: a random Qwen2 for ``chains`` (seeded by ``args.seed``), ``args.r1_base``
+    (its context widened to the task's) for ``r1``; generation ends at the tokenizer's end of sequence.
+
+    Example:
+    ```python
+    >>> from transformers import AutoTokenizer
+    >>> from reasonflux_rl.lab.build import SHIPPED, LabBuildArguments, base_policy
+    >>> base = base_policy(AutoTokenizer.from_pretrained(SHIPPED / "policy"), LabBuildArguments(task="r1"))
+    >>> base.config.max_position_embeddings
+    512
+
+    ```
+    """
     torch.manual_seed(args.seed)
     model = (Qwen2ForCausalLM.from_pretrained(args.r1_base, dtype=torch.float32,
                                               max_position_embeddings=TASKS[args.task].context)
              if args.task == "r1" else Qwen2ForCausalLM(_decoder_config(tokenizer, args)))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    config = SFTConfig(
-        output_dir=tempfile.mkdtemp(prefix="lab-sft-"), num_train_epochs=args.sft_epochs,
-        per_device_train_batch_size=64, learning_rate=args.sft_learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=30, logging_steps=25,
-        save_strategy="no", report_to="none", use_cpu=True, seed=args.seed, max_length=TASKS[args.task].context,
+    return model
+
+
+def fine_tune_policy(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, rows: Dataset,
+                     **settings: Any) -> Qwen2ForCausalLM:
+    """``model`` fine-tuned in place with TRL's ``SFTTrainer`` on prompt/completion ``rows`` (completion-only loss),
+    on the CPU, nothing saved; ``settings``: ``SFTConfig`` fields (a cosine schedule unless said otherwise).
+
+    Example:
+    ```python
+    >>> from contextlib import redirect_stdout
+    >>> from io import StringIO
+    >>> from datasets import Dataset
+    >>> from transformers import AutoTokenizer
+    >>> from reasonflux_rl.lab.build import SHIPPED, LabBuildArguments, base_policy, fine_tune_policy
+    >>> tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "policy")
+    >>> rows = Dataset.from_list([{"prompt": "H(5) = ?", "completion": " 7" + tokenizer.eos_token}])
+    >>> with redirect_stdout(StringIO()) as said:  # the trainer prints its train metrics
+    ...     policy = fine_tune_policy(base_policy(tokenizer, LabBuildArguments(task="r1")), tokenizer, rows,
+    ...                               max_steps=1)
+    >>> policy.training, "train_loss" in said.getvalue()
+    (False, True)
+
+    ```
+    """
+    config = SFTConfig(**{
+        "output_dir": tempfile.mkdtemp(prefix="lab-sft-"), "lr_scheduler_type": "cosine", "save_strategy": "no",
+        "report_to": "none", "use_cpu": True, "max_length": model.config.max_position_embeddings,
+        "disable_tqdm": True, **settings})
+    SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer).train()
+    return model.eval()
+
+
+def train_policy(tokenizer: PreTrainedTokenizerFast, args: LabBuildArguments) -> Qwen2ForCausalLM:
+    """Warm-start [`base_policy`] on [`sft_dataset`] ([`fine_tune_policy`])."""
+    return fine_tune_policy(
+        base_policy(tokenizer, args), tokenizer, sft_dataset(tokenizer, args), num_train_epochs=args.sft_epochs,
+        per_device_train_batch_size=64, learning_rate=args.sft_learning_rate, warmup_steps=30, logging_steps=25,
+        seed=args.seed, disable_tqdm=False,
         # chains: bf16 autocast, as the shipped policy was warm-started (TRL's default). In fp32 the same budget gave
         # a weaker policy (87% greedy, 30% sampled, 2026-12-02). A CPU without bf16 units runs it about 25x slower:
         # an AMD EPYC took 6 s a step instead of 0.23 s ([7808, 128] x [128, 512]: 674 ms in bf16, 12 ms in fp32).
         bf16=TASKS[args.task].sft_bf16,
     )
-    SFTTrainer(model=model, args=config, train_dataset=sft_dataset(tokenizer, args), processing_class=tokenizer).train()
-    return model.eval()
 
 
 def write_jsonl(rows: Sequence[dict], path: Path) -> Path:
