@@ -1,5 +1,6 @@
-"""The hacking diagnostics: completion shapes read from R1-style text, logged by the mixed reward every step, and the
-``hacked``/``collapsed`` rules of a finished run, on the R1-style lab's recorded hacked run among others."""
+"""The hacking diagnostics: completion shapes read from R1-style text, logged by the reward every step (mixed or
+separate), and the ``hacked``/``collapsed`` rules of a finished run, on the R1-style lab's recorded hacked run among
+others."""
 
 import json
 from pathlib import Path
@@ -60,6 +61,23 @@ def test_mixed_reward_logs_the_shapes_every_batch():
     assert logged["reasonflux/no_boxed_frac"] == pytest.approx(2 / 3)
     assert logged["reasonflux/correction_frac"] == pytest.approx(2 / 8)
     assert logged["reasonflux/no_step_frac"] == pytest.approx(1 / 3)
+
+
+def test_separate_mode_logs_the_shapes_from_its_prm_reward():
+    # reward_mode: separate gives TRL the outcome and the PRM reward apart: the PRM reward logs the shapes then.
+    from reasonflux_rl.rewards.prm import PRMReward
+
+    logged = {}
+    reward = PRMReward(_Steps(), thinking_prefilled=True)
+    reward(prompts=["p"] * 3, completions=[CORRECTED, CUT_OFF, ""],
+           log_metric=lambda name, value: logged.__setitem__(name, value))
+    assert logged["reasonflux/no_boxed_frac"] == pytest.approx(2 / 3)
+    assert logged["reasonflux/correction_frac"] == pytest.approx(2 / 8)
+    # Read as untagged text (no thinking opened by the prompt), the cut-off completion has no thinking paragraphs:
+    # no correction share is logged, and its answer is not boxed.
+    logged.clear()
+    PRMReward(_Steps())(prompts=["p"], completions=[CUT_OFF], log_metric=lambda n, v: logged.__setitem__(n, v))
+    assert "reasonflux/correction_frac" not in logged and logged["reasonflux/no_boxed_frac"] == 1.0
 
 
 def _recorded_history(name):

@@ -180,7 +180,8 @@ class PRMReward:
     Use it on its own, or beside the outcome reward with ``reward_weights: [1 - beta, beta]`` (see the README for how
     that interacts with ``multi_objective_aggregation``; ``beta`` is then only logged). It logs
     ``reasonflux/prm_mean`` (raw), ``prm_std``, ``prm_normalised_mean``, ``prm_missing``, ``prm_unavailable``,
-    ``steps_mean`` and ``dropped_step_frac`` over the whole batch (see [`log_batch`]), this rank's PRM wall seconds
+    ``steps_mean``, ``dropped_step_frac`` and the completions' shapes (``correction_frac``, ``no_boxed_frac``, read as
+    ``thinking_prefilled`` says) over the whole batch (see [`log_batch`]), this rank's PRM wall seconds
     (``prm_seconds``), a remote scorer's transport
     counts as ``reasonflux/prm_server_<count>`` (per rank), and the step scores as a ``prm_step_scores`` column of
     the completions table.
@@ -216,6 +217,7 @@ class PRMReward:
         problem_column: str = "problem",
         on_failure: str = "error",
         beta: float | None = None,
+        thinking_prefilled: bool = False,
     ) -> None:
         normalise([], normalisation, num_generations or 1)
         aggregate([], aggregation)
@@ -229,6 +231,11 @@ class PRMReward:
         self.problem_column = problem_column
         self.on_failure = on_failure
         self.beta = beta
+        self.thinking_prefilled = thinking_prefilled
+
+    def shapes(self, completions: list[Any]) -> list[CompletionShape]:
+        """The shapes of ``completions`` ([`~reasonflux_rl.rewards.diagnostics.completion_shape`])."""
+        return [completion_shape(completion_text(c), self.thinking_prefilled) for c in completions]
 
     def score(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> PRMBatch:
         """Score and normalise one batch (this rank's slice; normalisation statistics are global)."""
@@ -290,7 +297,7 @@ class PRMReward:
         batch = self.score(prompts, completions, **kwargs)
         if log_metric is not None:
             log_metric("reasonflux/prm_seconds", time.perf_counter() - start)
-            log_batch(log_metric, batch)
+            log_batch(log_metric, batch, shapes=self.shapes(completions))
             if self.beta is not None:
                 log_metric("reasonflux/beta", self.beta)
         self.report(batch, log_metric, log_extra)
@@ -364,6 +371,7 @@ class MixedReward:
                 num_generations=num_generations,
                 problem_column=problem_column,
                 on_failure=on_failure,
+                thinking_prefilled=thinking_prefilled,
             )
         self.beta = beta
         self.beta_schedule = beta_schedule
