@@ -399,6 +399,19 @@ def r1_targets(arms: dict[str, dict[str, Any]], steps: int) -> dict[str, Any]:
     return result
 
 
+def outcome_final(histories: dict[str, list[list[dict[str, Any]]]]) -> float | None:
+    """The outcome-only arm's final held-out accuracy, averaged over seeds (``None`` without that arm)."""
+    if OUTCOME not in histories:
+        return None
+    return statistics.fmean(eval_curve(h)[-1][1] for h in histories[OUTCOME])
+
+
+def train_seconds(out: Path, arm_names: list[str], seeds: int) -> int:
+    """Training time of every run, reused ones included (``train_runtime``, evaluation included)."""
+    return round(sum(json.loads((out / f"{arm}-seed{seed}" / "train_results.json").read_text())["train_runtime"]
+                     for arm in arm_names for seed in range(seeds)))
+
+
 def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: Path,
                budget: dict[str, str]) -> dict[str, Any]:
     """The R1-style lab's runs and their report (see the module docstring)."""
@@ -407,9 +420,7 @@ def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, ou
     runs = {(arm, seed): run_arm(arm, seed, steps, eval_steps, out, {**budget, **R1_ARMS[arm]}, R1_RECIPE)
             for seed in range(seeds) for arm in arm_names}
     histories = {arm: [runs[arm, seed] for seed in range(seeds)] for arm in arm_names}
-    outcome_final = (statistics.fmean(eval_curve(h)[-1][1] for h in histories[OUTCOME])
-                     if OUTCOME in histories else None)
-    arms = {arm: summarise_r1_arm(h, outcome_final, steps) for arm, h in histories.items()}
+    arms = {arm: summarise_r1_arm(h, outcome_final(histories), steps) for arm, h in histories.items()}
     build = json.loads((R1_ASSETS / "lab.json").read_text())
     report = {
         "benchmark": "learning", "lab": "r1", "recipe": str(R1_RECIPE.relative_to(REPO)), "budget": budget,
@@ -421,9 +432,7 @@ def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, ou
         "arms": arms,
         "hypotheses": r1_hypotheses(arms, seeds),
         "targets": r1_targets(arms, steps),
-        "train_seconds_total": round(sum(
-            json.loads((out / f"{arm}-seed{seed}" / "train_results.json").read_text())["train_runtime"]
-            for arm in arm_names for seed in range(seeds))),
+        "train_seconds_total": train_seconds(out, arm_names, seeds),
         "seconds": round(time.perf_counter() - start),
     }
     figure = plot(arms, out / "learning_r1.png", "The R1-style lab: held-out accuracy by reward (mean ± sd over seeds)")
@@ -461,9 +470,7 @@ def plot(arms: dict[str, dict[str, Any]], path: Path,
 def measure(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     histories = {arm: [run_arm(arm, seed, steps, eval_steps, out) for seed in range(seeds)] for arm in arm_names}
-    outcome_final = (statistics.fmean(eval_curve(h)[-1][1] for h in histories[OUTCOME])
-                     if OUTCOME in histories else None)
-    arms = {arm: summarise_arm(h, outcome_final) for arm, h in histories.items()}
+    arms = {arm: summarise_arm(h, outcome_final(histories)) for arm, h in histories.items()}
     build = json.loads((ASSETS / "lab.json").read_text())
     report = {
         "benchmark": "learning", "recipe": str(RECIPE.relative_to(REPO)), "steps": steps, "eval_steps": eval_steps,
@@ -474,10 +481,7 @@ def measure(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: 
         "arms": arms,
         **compare(arms, steps),
         **compare_dense(arms, steps),
-        # Training time of every run, reused ones included (train_runtime, evaluation included), and this call's.
-        "train_seconds_total": round(sum(
-            json.loads((out / f"{arm}-seed{seed}" / "train_results.json").read_text())["train_runtime"]
-            for arm in arm_names for seed in range(seeds))),
+        "train_seconds_total": train_seconds(out, arm_names, seeds),
         "seconds": round(time.perf_counter() - start),
     }
     figure = plot(arms, out / "learning.png")
