@@ -211,7 +211,9 @@ def test_bad_rows_stop_the_run_before_anything_is_labelled_or_are_left_out(tmp_p
 
 @pytest.mark.parametrize("argv,message", [
     (["--method", "mc"], "method='mc' needs policy"),
-    (["--method", "reasonflux"], "method='reasonflux' is not allowed (the paper's own targets are not built yet)"),
+    (["--method", "reasonflux"], "method='reasonflux' needs encoder: the sentence encoder"),
+    (["--method", "reasonflux", "--encoder", "/no/such/encoder", "--judge", "/no/such/judge"],
+     "encoder '/no/such/encoder' is not a local checkpoint"),
     (["--method", "mc", "--policy", "/no/such/policy"], "policy '/no/such/policy' is not a local checkpoint"),
     (["--output", "out.txt"], "use a .jsonl or .parquet file"),
 ])

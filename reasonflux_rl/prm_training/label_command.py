@@ -10,7 +10,8 @@ Rows are labelled a chunk at a time (``chunk_size`` rows) and each chunk is stor
 [`~reasonflux_rl.tools.store.ScoreStore`]) before the next starts: a run that stops loses at most the chunk in
 flight, and the same command continues after the stored rows. ``mc`` seeds each chunk with ``seed`` + its number,
 so a resumed run labels exactly as an uninterrupted one. Before ``mc`` starts, one line says what it will cost
-(prefixes x rollouts); a progress bar counts the continuations.
+(prefixes x rollouts); a progress bar counts the continuations. ``reasonflux`` says its judge calls and encoder texts,
+seeds each chunk's coherence negatives the same way, and writes each fused score beside the targets.
 """
 
 from __future__ import annotations
@@ -43,14 +44,25 @@ from reasonflux_rl.prm_training.labels import (
     mc_targets,
     rollout_count,
 )
+from reasonflux_rl.prm_training.reasonflux_targets import (
+    COMPONENTS,
+    MATCH_RULES,
+    QUALITY_PROMPT,
+    LocalJudge,
+    PairSteps,
+    SentenceEncoder,
+    reasonflux_targets,
+)
 from reasonflux_rl.tools.outputs import output_format, sibling, write_rows
 from reasonflux_rl.tools.pipeline import fingerprint
 from reasonflux_rl.tools.rows import BAD_ROW_POLICIES, BadRow, describe_bad_rows, handle_bad_rows
-from reasonflux_rl.tools.sampling import BACKENDS, check_policy
+from reasonflux_rl.tools.sampling import BACKENDS
 from reasonflux_rl.tools.store import ScoreStore
 
 # The step split the targets follow: the scorer's, declared once with the PRM options (prm_parts, thinking_prefilled).
 SPLIT_KEYS = ("prm_parts", "thinking_prefilled")
+# reasonflux also writes each score it fused, one column each (step_alignment, step_quality, step_coherence).
+COMPONENT_COLUMNS = tuple(f"step_{name}" for name in COMPONENTS)
 
 
 @dataclass
@@ -78,7 +90,7 @@ class _LabelArguments:
     gold_field: str | None = field(default=None, metadata={"help": "The gold answer (default: solution, "
                                    "ground_truth_solution or answer)."})
     method: str = field(default="given", metadata={"help": f"How step targets are made: one of {METHODS} "
-                        "(reasonflux: the paper's own, not built yet)."})
+                        "(reasonflux: the paper's alignment, quality and coherence, fused)."})
     step_targets_field: str | None = field(default=None, metadata={"help": "given: the column of step targets "
                                            "(default: step_targets or labels)."})
     trajectory_target: str = field(default="outcome", metadata={"help": f"One of {TRAJECTORY_TARGETS}: the row's "
@@ -94,9 +106,29 @@ class _LabelArguments:
     hard: bool = field(default=False, metadata={"help": "mc: 1 when any continuation is right (Math-Shepherd's hard "
                        "label), else the fraction right."})
     prompts_per_batch: int = field(default=16, metadata={"help": "mc, transformers: prefixes per generate call."})
-    device: str | None = field(default=None, metadata={"help": "mc: where the completer runs (default: cuda if "
-                               "available)."})
-    seed: int = field(default=0, metadata={"help": "mc: seed of the rollouts (chunk k is seeded seed + k)."})
+    encoder: str | None = field(default=None, metadata={"help": "reasonflux: the sentence encoder of alignment and "
+                                "coherence (a local transformers checkpoint; mean-pooled last hidden states)."})
+    judge: str | None = field(default=None, metadata={"help": "reasonflux: the judge of each step's quality (a local "
+                              "causal LM: P(judge_yes) against P(judge_no) as its first answer token)."})
+    judge_prompt: str = field(default=str(QUALITY_PROMPT), metadata={"help": "reasonflux: the judge's prompt, a "
+                              "file with {problem}, {before}, {step} and {response}."})
+    judge_yes: str = field(default="Yes", metadata={"help": "reasonflux: the judge's answer for a right step (one "
+                           "token)."})
+    judge_no: str = field(default="No", metadata={"help": "reasonflux: the judge's answer for a wrong step (one "
+                          "token)."})
+    match: str = field(default="position", metadata={"help": f"reasonflux: one of {MATCH_RULES}: thinking step t "
+                       "with response step t, extra thinking steps merged into the step before (position), or each "
+                       "step with the most similar step of the other part (best)."})
+    coherence_temperature: float = field(default=0.1, metadata={"help": "reasonflux: temperature of the contrastive "
+                                         "coherence score."})
+    coherence_negatives: int = field(default=8, metadata={"help": "reasonflux: negatives per step of the coherence "
+                                     "score, drawn from other rows of the chunk."})
+    batch_size: int = field(default=16, metadata={"help": "reasonflux: texts per forward of the encoder and the "
+                            "judge."})
+    device: str | None = field(default=None, metadata={"help": "mc, reasonflux: where the completer (the encoder, "
+                               "the judge) runs (default: cuda if available)."})
+    seed: int = field(default=0, metadata={"help": "mc: seed of the rollouts; reasonflux: of the coherence "
+                       "negatives (chunk k is seeded seed + k)."})
     chunk_size: int = field(default=64, metadata={"help": "Rows labelled and stored at a time."})
     outcome_num_workers: int | None = field(default=None, metadata={"help": "Answer-verification worker processes."})
     outcome_timeout_seconds: float = field(default=5.0, metadata={"help": "Time limit of one answer verification."})
@@ -131,15 +163,26 @@ class PRMLabelArguments(_Base):
         for key, allowed in (("method", METHODS), ("trajectory_target", TRAJECTORY_TARGETS),
                              ("on_bad_row", BAD_ROW_POLICIES), ("backend", BACKENDS)):
             if getattr(self, key) not in allowed:
-                hint = " (the paper's own targets are not built yet)" if getattr(self, key) == "reasonflux" else ""
-                raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed{hint}: choose one of {list(allowed)}")
+                raise ConfigError(f"{key}={getattr(self, key)!r} is not allowed: choose one of {list(allowed)}")
         for key in ("input", "output"):
             if not getattr(self, key):
                 raise ConfigError(f"{key} is required")
         output_format(self.output)
         if self.method == "mc" and not self.policy:
             raise ConfigError("method='mc' needs policy: the completer whose continuations judge each step prefix")
-        for key in ("rollouts", "max_new_tokens", "prompts_per_batch", "chunk_size"):
+        if self.method == "reasonflux":
+            for key, what in (("encoder", "the sentence encoder of alignment and coherence"),
+                              ("judge", "the judge of each step's quality")):
+                if not getattr(self, key):
+                    raise ConfigError(f"method='reasonflux' needs {key}: {what}")
+            if self.match not in MATCH_RULES:
+                raise ConfigError(f"match={self.match!r} is not allowed: choose one of {list(MATCH_RULES)}")
+            if not Path(self.judge_prompt).is_file():
+                raise ConfigError(f"judge_prompt={self.judge_prompt!r} is not a file")
+            if not self.coherence_temperature > 0 or self.coherence_negatives < 0:
+                raise ConfigError(f"coherence_temperature={self.coherence_temperature} must be > 0 and "
+                                  f"coherence_negatives={self.coherence_negatives} >= 0")
+        for key in ("rollouts", "max_new_tokens", "prompts_per_batch", "chunk_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} must be a positive integer")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:
@@ -157,6 +200,11 @@ class PRMLabelArguments(_Base):
         }
 
     @property
+    def component_columns(self) -> tuple[str, ...]:
+        """The columns of the scores ``reasonflux`` fuses, written beside ``step_targets`` (none for the others)."""
+        return COMPONENT_COLUMNS if self.method == "reasonflux" else ()
+
+    @property
     def needs_gold(self) -> bool:
         """``mc`` and the ``outcome`` trajectory target judge answers against the gold."""
         return self.method == "mc" or self.trajectory_target == "outcome"
@@ -166,8 +214,15 @@ class PRMLabelArguments(_Base):
         keys = ["method", "trajectory_target", "prm_parts", "thinking_prefilled"]
         if self.method == "mc":
             keys += ["backend", "rollouts", "temperature", "top_p", "max_new_tokens", "hard", "seed", "chunk_size"]
-        policy = str(Path(self.policy).resolve()) if self.policy else None
-        return {**{key: getattr(self, key) for key in keys}, "policy": policy, "fields": dataclasses.asdict(fields)}
+        models = {"policy": self.policy}
+        if self.method == "reasonflux":
+            keys += ["judge_yes", "judge_no", "match", "coherence_temperature", "coherence_negatives", "seed",
+                     "chunk_size"]
+            models.update(encoder=self.encoder, judge=self.judge, judge_prompt=self.judge_prompt)
+        paths = {key: str(Path(path).resolve()) if path else None for key, path in models.items()}
+        if self.method == "reasonflux":
+            paths["judge_prompt_text"] = Path(self.judge_prompt).read_text()
+        return {**{key: getattr(self, key) for key in keys}, **paths, "fields": dataclasses.asdict(fields)}
 
 
 def parse_arguments(argv: Sequence[str]) -> PRMLabelArguments:
@@ -224,7 +279,7 @@ def _open(args: PRMLabelArguments, judge: Any) -> _Labelling:
                                      on_bad_row=args.on_bad_row)
     rows, fields = read_labelled(fields_args, args.named_fields, "prm label", parts=args.prm_parts,
                                  thinking_prefilled=args.thinking_prefilled, need_gold=args.needs_gold,
-                                 output_columns=[STEP_TARGETS, TRAJECTORY_TARGET])
+                                 output_columns=[STEP_TARGETS, TRAJECTORY_TARGET, *args.component_columns])
     outcomes = _outcomes(args, rows.items, judge)
     unparseable = [rows.table.bad_row(row, "the gold answer cannot be parsed by math-verify")
                    for row, score in outcomes.items() if score is None]
@@ -251,25 +306,49 @@ def _cost(run: _Labelling) -> str:
         line += (f": {prefixes} step prefixes x {args.rollouts} rollouts = {prefixes * args.rollouts} continuations "
                  f"of {args.policy} (at most {args.max_new_tokens} tokens each; each row's last step is its own "
                  "outcome)")
+    if args.method == "reasonflux":
+        split = [PairSteps.of(p, args.thinking_prefilled) for p in run.pairs]
+        texts = sum(len(s.thinking) + len(s.response) for s in split)
+        line += (f": {steps} judge calls of {args.judge}, {texts} step texts (and the merged blocks) through "
+                 f"{args.encoder}")
     return line
 
 
-def _chunk_targets(run: _Labelling, chunk: Sequence[LabelledPair], number: int, completer: Any, judge: Any
+def _check_models(args: PRMLabelArguments) -> None:
+    """A clear error unless each model the method loads is a local checkpoint directory: before any long work."""
+    for key in {"mc": ("policy",), "reasonflux": ("encoder", "judge")}.get(args.method, ()):
+        path = Path(getattr(args, key))
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ConfigError(f"{key} {getattr(args, key)!r} is not a local checkpoint directory with a config.json")
+
+
+def _chunk_targets(run: _Labelling, chunk: Sequence[LabelledPair], number: int, models: Any, judge: Any
                    ) -> list[dict[str, Any]]:
-    """The stored records of one chunk of rows."""
+    """The stored records of one chunk of rows; ``models``: the completer (``mc``), the encoder and the judge of
+    quality (``reasonflux``); ``judge``: the outcome reward."""
     args = run.args
     if args.method == "mc":
-        completer.seed = args.seed + number
-        steps = mc_targets(chunk, [run.outcomes[p.row] for p in chunk], completer, judge.score,
+        models.seed = args.seed + number
+        steps = mc_targets(chunk, [run.outcomes[p.row] for p in chunk], models, judge.score,
                            rollouts=args.rollouts, hard=args.hard, parts=args.prm_parts,
                            thinking_prefilled=args.thinking_prefilled)
-    else:
+    components: list[dict[str, Any]] = [{} for _ in chunk]
+    if args.method == "reasonflux":
+        encoder, quality_judge = models
+        rows = reasonflux_targets([PairSteps.of(p, args.thinking_prefilled) for p in chunk], encoder, quality_judge,
+                                  parts=args.prm_parts, match=args.match, temperature=args.coherence_temperature,
+                                  negatives=args.coherence_negatives, seed=args.seed + number)
+        steps = [row.fused for row in rows]
+        components = [{f"step_{name}": getattr(row, name) for name in COMPONENTS} for row in rows]
+    elif args.method == "given":
         steps = [list(p.step_targets) for p in chunk]  # type: ignore[arg-type]
     records = []
-    for pair, targets in zip(chunk, steps):
+    for pair, targets, extra in zip(chunk, steps, components):
+        if len(targets) != len(pair.steps):
+            raise RuntimeError(f"row {pair.row}: {len(targets)} targets for its {len(pair.steps)} steps")
         trajectory = {"outcome": run.outcomes.get(pair.row), "given": pair.trajectory_target, "none": None}
         records.append({"index": pair.row, STEP_TARGETS: targets,
-                        TRAJECTORY_TARGET: trajectory[args.trajectory_target]})
+                        TRAJECTORY_TARGET: trajectory[args.trajectory_target], **extra})
     return records
 
 
@@ -284,7 +363,7 @@ def label(run: _Labelling, judge: Any) -> dict[int, dict[str, Any]]:
     mc = args.method == "mc"
     total = rollout_count(run.pairs, args.rollouts) if mc else len(run.pairs)
     left_count = sum(rollout_count(c, args.rollouts) if mc else len(c) for _, c in left)
-    completer = None
+    models: Any = None
     with tqdm(total=total, initial=total - left_count, desc="prm label", unit="rollout" if mc else "row",
               disable=args.no_progress) as bar:
         if mc and left:
@@ -293,9 +372,14 @@ def label(run: _Labelling, judge: Any) -> dict[int, dict[str, Any]]:
             sampler = load_sampler(args.policy, backend=args.backend, temperature=args.temperature, top_p=args.top_p,
                                    max_new_tokens=args.max_new_tokens, prompts_per_batch=args.prompts_per_batch,
                                    seed=args.seed, device=args.device)
-            completer = PolicyCompleter(sampler, on_batch=bar.update)
+            models = PolicyCompleter(sampler, on_batch=bar.update)
+        if args.method == "reasonflux" and left:
+            _check_models(args)
+            models = (SentenceEncoder(args.encoder, device=args.device, batch_size=args.batch_size),
+                         LocalJudge(args.judge, prompt=args.judge_prompt, yes=args.judge_yes, no=args.judge_no,
+                                    device=args.device, batch_size=args.batch_size))
         for number, chunk in left:
-            records = _chunk_targets(run, chunk, number, completer, judge)
+            records = _chunk_targets(run, chunk, number, models, judge)
             run.store.append([r for r in records if r["index"] not in done])
             done.update((r["index"], r) for r in records)
             if not mc:
@@ -309,7 +393,8 @@ def write_output(run: _Labelling, records: dict[int, dict[str, Any]]) -> Path:
     for pair in run.pairs:
         row = dict(run.table.rows[pair.row])
         record = records[pair.row]
-        row[STEP_TARGETS], row[TRAJECTORY_TARGET] = record[STEP_TARGETS], record[TRAJECTORY_TARGET]
+        for column in (STEP_TARGETS, TRAJECTORY_TARGET, *run.args.component_columns):
+            row[column] = record[column]
         rows.append(row)
     return write_rows(rows, run.args.output)
 
@@ -339,8 +424,8 @@ def summary(run: _Labelling, records: dict[int, dict[str, Any]], seconds: float)
 
 def main(argv: Sequence[str]) -> None:
     """Run ``reasonflux-rl prm label`` with ``argv``: read and check the rows, say the cost, label them resumably,
-    write the labelled rows, print a one-line summary. ``--dry-run`` stops after the cost (and, for ``mc``, a look
-    at the completer's checkpoint), labelling nothing.
+    write the labelled rows, print a one-line summary. ``--dry-run`` stops after the cost (and a look at the
+    checkpoints of the models the method loads), labelling nothing.
 
     Example:
     ```python
@@ -368,8 +453,7 @@ def main(argv: Sequence[str]) -> None:
         run = _open(args, judge)
         print(_cost(run), flush=True)
         if dry_run:
-            if args.method == "mc":
-                check_policy(args.policy)
+            _check_models(args)
             print("prm label: dry run: the rows and keys are good; nothing was labelled")
             return
         try:

@@ -6,7 +6,8 @@
   completer policy, each judged by the package's outcome reward against the gold answer; the soft target is the
   fraction that reach it, the hard one (``hard``) whether any does. The last step's prefix is the whole
   completion, so its target is the row's own outcome: no rollout is spent on it.
-- ``reasonflux``: the paper's own targets (alignment, quality, coherence): not built yet.
+- ``reasonflux``: the paper's own targets, alignment, quality and coherence fused by a softmax
+  ([`~reasonflux_rl.prm_training.reasonflux_targets`]).
 
 The trajectory target is the row's own outcome (``outcome``: 1 when its final answer equals the gold, by
 math-verify), the data's (``given``), or none.
@@ -22,7 +23,7 @@ from reasonflux_rl.prm.engine.format import located_steps
 from reasonflux_rl.prm_training.fields import LabelledPair
 from reasonflux_rl.trajectory import THINK_CLOSE, THINK_OPEN
 
-METHODS: tuple[str, ...] = ("given", "mc")
+METHODS: tuple[str, ...] = ("given", "mc", "reasonflux")
 TRAJECTORY_TARGETS: tuple[str, ...] = ("outcome", "given", "none")
 # Each prefix ends a paragraph; the continuation starts the next one, as the steps are written.
 STEP_BREAK = "\n\n"

@@ -1,0 +1,191 @@
+"""prm label --method reasonflux: the paper's step targets (alignment, quality, coherence, softmax fusion) against
+hand-computed values with stub encoders and judges, a judge that fails loudly, the local judge's prompt and answer
+tokens, and the command end to end on tiny models (components written out, resumable, refusals)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from reasonflux_rl.errors import ConfigError
+from reasonflux_rl.prm_training import label_command
+from reasonflux_rl.prm_training.fields import LabelledPair
+from reasonflux_rl.prm_training.reasonflux_targets import (
+    LocalJudge,
+    PairSteps,
+    SentenceEncoder,
+    StepQuery,
+    fuse,
+    reasonflux_targets,
+)
+from reasonflux_rl.tiny import write_tiny_models
+
+VECTORS = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.0, 1.0], "b\n\nc": [0.6, 0.8], "x": [1.0, 0.0],
+           "y": [0.8, 0.6], "n": [0.6, -0.8], "m": [-1.0, 0.0]}
+
+
+def encode(texts):
+    return torch.tensor([VECTORS[t] for t in texts])
+
+
+class Judge:
+    """Rates each step by a table, and keeps what it was asked."""
+
+    def __init__(self, ratings=None):
+        self.ratings = ratings or {}
+        self.asked = []
+
+    def rate(self, queries):
+        self.asked += queries
+        return [self.ratings.get(q.step, 0.5) for q in queries]
+
+
+def targets(batch, judge=None, **options):
+    return reasonflux_targets(batch, encode, judge or Judge(), **options)
+
+
+def test_fusion_is_the_softmax_weighted_sum_of_the_scores_present():
+    weights = [math.exp(0.2), math.exp(0.6), math.exp(1.0)]
+    assert fuse([0.2, 0.6, 1.0]) == pytest.approx(sum(w * s for w, s in zip(weights, [0.2, 0.6, 1.0])) / sum(weights))
+    assert fuse([None, 0.3, None]) == pytest.approx(0.3)
+    assert fuse([None, None, None]) is None
+
+
+def test_position_rule_merges_extra_thinking_steps_into_the_last_block():
+    [row] = targets([PairSteps("p", ("a", "b", "c"), ("x", "y"))], negatives=0)
+    # thinking a -> x (cos 1); b and c form one block "b\n\nc" matched with y: cos = 0.6*0.8 + 0.8*0.6 = 0.96.
+    assert row.alignment == pytest.approx([1.0, 0.96, 0.96, 1.0, 0.96])
+
+
+def test_best_rule_takes_the_most_similar_step_of_the_other_part_and_clips_negative_cosines():
+    [row] = targets([PairSteps("p", ("a", "b", "m"), ("x", "y"))], match="best", negatives=0)
+    # b: max(cos(b,x)=0, cos(b,y)=0.6); m: max(-1, -0.8) clipped to 0; x: max over a, b, m = 1; y: max(0.8, 0.6, -0.8).
+    assert row.alignment == pytest.approx([1.0, 0.6, 0.0, 1.0, 0.8])
+
+
+def test_a_response_step_no_thinking_step_reaches_has_no_alignment():
+    [row] = targets([PairSteps("p", ("a",), ("x", "y"))], negatives=0)
+    assert row.alignment[:2] == pytest.approx([1.0, 1.0]) and row.alignment[2] is None
+    [alone] = targets([PairSteps("p", (), ("x", "y"))], negatives=0)
+    assert alone.alignment == [None, None]
+
+
+def test_coherence_is_the_contrastive_probability_against_other_rows_steps():
+    batch = [PairSteps("p", ("a", "b"), ()), PairSteps("q", (), ("n",))]
+    [row, _] = targets(batch, temperature=0.5, negatives=1)
+    # Step b after a: sim(a, b) = 0 against the one negative n: sim(a, n) = 0.6.
+    expected = math.exp(0 / 0.5) / (math.exp(0 / 0.5) + math.exp(0.6 / 0.5))
+    assert row.coherence[0] is None and row.coherence[1] == pytest.approx(expected)
+
+
+def test_coherence_negatives_are_drawn_from_other_rows_only_and_reproducibly():
+    batch = [PairSteps("p", ("a", "b", "c"), ("x", "y")), PairSteps("q", ("n", "m"), ())]
+    first = targets(batch, negatives=2, seed=3)
+    assert first == targets(batch, negatives=2, seed=3)
+    # Negatives from row 1 only (n, m) for row 0: a step with no other row to draw from has no coherence.
+    assert targets(batch[:1], negatives=2)[0].coherence == [None] * 5
+
+
+def test_the_judge_reads_the_problem_the_steps_before_and_the_response():
+    judge = Judge({"b": 0.9})
+    [row] = targets([PairSteps("p", ("a", "b"), ("x", "y"))], judge=judge, negatives=0)
+    assert judge.asked[1] == StepQuery("p", ("a",), "b", "x\n\ny")
+    assert judge.asked[3] == StepQuery("p", ("x",), "y", "x\n\ny")
+    assert row.quality == [0.5, 0.9, 0.5, 0.5]
+    assert row.fused == [pytest.approx(fuse([a, q, c])) for a, q, c in zip(row.alignment, row.quality, row.coherence)]
+
+
+def test_parts_choose_which_steps_get_targets():
+    judge = Judge()
+    [row] = targets([PairSteps("p", ("a",), ("x", "y"))], judge=judge, parts="response", negatives=0)
+    # Only the response steps are labelled (and judged); the thinking still gives them their alignment.
+    assert [q.step for q in judge.asked] == ["x", "y"] and row.alignment == [1.0, None]
+    assert row.fused == [pytest.approx(fuse([1.0, 0.5, None])), 0.5]
+
+
+@pytest.mark.parametrize("ratings", [[0.5], [0.5, 0.5, 0.5, 1.5], [0.5, float("nan"), 0.5, 0.5], [None, 0.5, 0.5, 0.5]])
+def test_a_judge_that_gives_no_probability_per_step_is_an_error_never_a_zero(ratings):
+    class Broken:
+        def rate(self, queries):
+            return ratings
+
+    with pytest.raises(RuntimeError, match="judge"):
+        reasonflux_targets([PairSteps("p", ("a", "b"), ("x", "y"))], encode, Broken(), negatives=0)
+
+
+def test_local_judge_prompt_keeps_braces_and_never_substitutes_inside_the_texts(tmp_path):
+    policy = str(write_tiny_models(tmp_path / "tiny").policy)
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("P: {problem}\nB: {before}\nS: {step}\nR: {response}\nboxed{} ok? ")
+    judge = LocalJudge(policy, prompt=prompt, yes="1", no="0", device="cpu")
+    text = judge.prompt(StepQuery("say {step}", (), "It is 2.", "\\boxed{2}"))
+    assert "P: say {step}\nB: (none)\nS: It is 2.\nR: \\boxed{2}\nboxed{} ok?" in text
+    ratings = judge.rate([StepQuery("1+1?", (), "It is 2.", "So 2."), StepQuery("1+1?", ("a",), "It is 3.", "3")])
+    alone = judge.rate([StepQuery("1+1?", ("a",), "It is 3.", "3")])
+    assert all(0 < r < 1 for r in ratings) and alone[0] == pytest.approx(ratings[1], abs=1e-5)  # padding-free
+
+
+def test_local_judge_refuses_answers_of_several_tokens_and_prompts_without_placeholders(tmp_path):
+    policy = str(write_tiny_models(tmp_path / "tiny").policy)
+    with pytest.raises(ConfigError, match="not one"):
+        LocalJudge(policy, yes="definitely", no="0", device="cpu")
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("{problem} {step}")
+    with pytest.raises(ConfigError, match=r"lacks \{before\}, \{response\}"):
+        LocalJudge(policy, prompt=prompt, device="cpu")
+
+
+def test_sentence_encoder_mean_pools_each_text_alone_whatever_its_batch(tmp_path):
+    encoder = SentenceEncoder(str(write_tiny_models(tmp_path / "tiny").policy), device="cpu", batch_size=2)
+    texts = ["Add 1 and 1.", "It is 2, since one and one make two.", "So 2."]
+    together = encoder(texts)
+    assert torch.allclose(together[1], encoder([texts[1]])[0], atol=1e-5)
+    assert torch.allclose(together[2], encoder([texts[2]])[0], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- the command
+
+ROWS = [{"problem": f"{k}+1?", "completion": f"Add {k} and 1.\n\nIt is {k + 1}.\n</think>\n\nSo \\boxed{{{k + 1}}}.",
+         "solution": str(k + 1)} for k in range(3)]
+
+
+def _label(tmp_path, *extra, rows=ROWS):
+    models = write_tiny_models(tmp_path / "tiny")
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    output = tmp_path / "out.jsonl"
+    label_command.main(["--input", str(source), "--output", str(output), "--method", "reasonflux", "--encoder",
+                        str(models.policy), "--judge", str(models.policy), "--judge_yes", "1", "--judge_no", "0",
+                        "--device", "cpu", "--coherence_negatives", "2", "--no_progress", "true",
+                        "--outcome_num_workers", "1", *extra])
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+def test_label_reasonflux_writes_fused_targets_and_each_component(tmp_path, capsys):
+    rows = _label(tmp_path)
+    said = capsys.readouterr().out
+    assert "method reasonflux: 9 judge calls" in said and "9 step texts" in said
+    for row in rows:
+        pair = PairSteps.of(LabelledPair(0, row["problem"], row["completion"]))
+        assert len(row["step_targets"]) == len(pair.thinking) + len(pair.response) == 3
+        for k, target in enumerate(row["step_targets"]):
+            scores = [row["step_alignment"][k], row["step_quality"][k], row["step_coherence"][k]]
+            assert 0 <= target <= 1 and target == pytest.approx(fuse(scores))
+        assert row["step_coherence"][0] is None and row["step_coherence"][1] is not None
+        assert row["trajectory_target"] == 1.0
+    # The same command again reads every row from the store: the same targets, nothing labelled anew.
+    assert _label(tmp_path) == rows
+    assert "3 stored before" in capsys.readouterr().out
+
+
+def test_label_reasonflux_refusals(tmp_path):
+    with pytest.raises(ConfigError, match="needs encoder"):
+        label_command.PRMLabelArguments(input="in.jsonl", output="out.jsonl", method="reasonflux", judge="j")
+    with pytest.raises(ConfigError, match="match='nearest'"):
+        label_command.PRMLabelArguments(input="in.jsonl", output="out.jsonl", method="reasonflux", judge="j",
+                                        encoder="e", match="nearest")
+    with pytest.raises(ConfigError, match="encoder '/no/such' is not a local checkpoint"):
+        _label(tmp_path, "--encoder", "/no/such")
+    with pytest.raises(ConfigError, match="step_quality"):  # an input that already has a component column
+        _label(tmp_path, rows=[{**ROWS[0], "step_quality": [1, 1, 1]}])
