@@ -1,5 +1,6 @@
 """Loopback stand-ins for vLLM servers: one that answers /health, so the server recipes' reachability check can pass,
-and a scripted pooling server for the PRM client's failure paths."""
+and a scripted server for the failure paths of the PRM client (pooling) and of the judge client (chat completions,
+routes added to ``defaults`` or ``script``)."""
 
 import json
 import threading

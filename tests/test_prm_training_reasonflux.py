@@ -1,6 +1,7 @@
 """prm label --method reasonflux: the paper's step targets (alignment, quality, coherence, softmax fusion) against
 hand-computed values with stub encoders and judges, a judge that fails loudly, the local judge's prompt and answer
-tokens, and the command end to end on tiny models (components written out, resumable, refusals)."""
+tokens, the judge behind an OpenAI-compatible server on loopback (logprobs, grades, slow, failing and malformed
+answers), and the command end to end on tiny models (components written out, resumable, refusals)."""
 
 import json
 import math
@@ -189,3 +190,131 @@ def test_label_reasonflux_refusals(tmp_path):
         _label(tmp_path, "--encoder", "/no/such")
     with pytest.raises(ConfigError, match="step_quality"):  # an input that already has a component column
         _label(tmp_path, rows=[{**ROWS[0], "step_quality": [1, 1, 1]}])
+
+
+# ------------------------------------------------------------------------------- the judge behind a chat server
+
+
+def chat_answer(content="Yes", top=None):
+    """A /v1/chat/completions answer; ``top``: the first token's top logprobs as {token: probability}."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    if top is not None:
+        choice["logprobs"] = {"content": [{"token": content, "logprob": 0.0, "top_logprobs": [
+            {"token": token, "logprob": math.log(p)} for token, p in top.items()]}]}
+    return {"id": "x", "object": "chat.completion", "choices": [choice]}
+
+
+def chat_judge(stub, **options):
+    from reasonflux_rl.prm_training.chat_judge import ChatJudge
+
+    return ChatJudge([stub.url], **{"retries": 2, "backoff": 0.0, "timeout": 60.0, "deadline": 240.0, **options})
+
+
+QUERY = StepQuery("1+1?", ("Add.",), "It is 2.", "So 2.")
+CHAT = ("POST", "/v1/chat/completions")
+
+
+def test_chat_judge_rates_by_the_first_tokens_logprobs_of_yes_and_no():
+    from health_stub import StubServer
+
+    with StubServer(models=["judge-7b"]) as stub:
+        stub.defaults[CHAT] = lambda request: (200, chat_answer(top={" Yes": 0.6, "No": 0.2, "Maybe": 0.2}))
+        judge = chat_judge(stub)
+        assert judge.rate([QUERY, QUERY]) == [pytest.approx(0.75), pytest.approx(0.75)]
+        request = stub.sent(*CHAT)[0]
+        assert request["model"] == "judge-7b" and request["max_tokens"] == 1 and request["logprobs"] is True
+        assert request["temperature"] == 0.0 and request["top_logprobs"] == 20
+        [message] = request["messages"]
+        assert message["role"] == "user" and "Add." in message["content"] and "It is 2." in message["content"]
+        judge.close()
+
+
+def test_chat_judge_without_logprobs_moves_to_grades_once_in_auto_and_refuses_in_logprobs_mode():
+    from health_stub import StubServer
+
+    from reasonflux_rl.prm_training.chat_judge import JudgeServerError
+
+    with StubServer() as stub:
+        stub.defaults[CHAT] = lambda request: (200, chat_answer("7" if request["max_tokens"] > 1 else "Yes"))
+        judge = chat_judge(stub, model="stub")
+        assert judge.rate([QUERY] * 3) == [0.7, 0.7, 0.7] and judge.answer == "grade"
+        # The first step was asked twice (logprobs, then a grade); the others once each, for a grade.
+        asked = [r["max_tokens"] for r in stub.sent(*CHAT)]
+        assert asked == [1, 8, 8, 8] and "0 (certainly wrong) to 10" in stub.sent(*CHAT)[1]["messages"][0]["content"]
+        with pytest.raises(JudgeServerError, match="gives no logprobs"):
+            chat_judge(stub, model="stub", answer="logprobs").rate([QUERY])
+        judge.close()
+
+
+def test_chat_judge_retries_failures_and_answers_without_a_grade_and_counts_them():
+    from health_stub import StubServer
+
+    with StubServer() as stub:
+        stub.script[CHAT] = [(500, {"error": "boom"}), (200, b"not json"), (200, chat_answer("I think it is fine"))]
+        stub.defaults[CHAT] = lambda request: (200, chat_answer("Grade: 9 of 10"))
+        judge = chat_judge(stub, model="stub", answer="grade", retries=3, failures_to_cooldown=10)
+        assert judge.rate([QUERY]) == [0.9]
+        assert judge.pop_stats() == {"requests": 1, "retries": 3}
+
+
+def test_chat_judge_never_turns_a_failure_into_a_rating():
+    from health_stub import StubServer
+
+    from reasonflux_rl.prm_training.chat_judge import JudgeServerError, JudgeUnavailableError
+
+    with StubServer() as stub:
+        stub.defaults[CHAT] = lambda request: (200, chat_answer("no idea"))
+        with pytest.raises(JudgeUnavailableError, match="after 3 attempts: .*no grade from 0 to 10: 'no idea'"):
+            chat_judge(stub, model="stub", answer="grade").rate([QUERY])
+        stub.defaults[CHAT] = lambda request: (200, chat_answer(top={"Maybe": 0.9, "Perhaps": 0.1}))
+        with pytest.raises(JudgeServerError, match=r"hold neither 'Yes' nor 'No'"):
+            chat_judge(stub, model="stub").rate([QUERY])
+        stub.defaults[CHAT] = lambda request: (200, {"choices": []})
+        with pytest.raises(JudgeServerError, match="without choices"):
+            chat_judge(stub, model="stub").rate([QUERY])
+        stub.defaults[CHAT] = lambda request: (400, {"error": "bad request"})
+        with pytest.raises(JudgeServerError, match="rejected the request: HTTP 400"):
+            chat_judge(stub, model="stub").rate([QUERY])
+
+
+def test_chat_judge_slow_answers_time_out_and_are_retried():
+    import time as clock
+
+    from health_stub import StubServer
+
+    def slow_then_fine(request):
+        if len(stub.sent(*CHAT)) == 1:
+            clock.sleep(2.0)
+        return 200, chat_answer("5")
+
+    with StubServer() as stub:
+        stub.defaults[CHAT] = slow_then_fine
+        judge = chat_judge(stub, model="stub", answer="grade", timeout=0.5)
+        assert judge.rate([QUERY]) == [0.5] and judge.pop_stats()["retries"] == 1
+
+
+def test_chat_judge_answers_every_step_in_order_with_requests_in_flight_together():
+    from health_stub import StubServer
+
+    with StubServer() as stub:
+        stub.defaults[CHAT] = lambda request: (200, chat_answer(
+            request["messages"][0]["content"].split("The step to check:\n")[1][0]))
+        queries = [StepQuery("p", (), f"{k} is the step", "r") for k in range(10)]
+        judge = chat_judge(stub, model="stub", answer="grade", max_inflight=4)
+        assert judge.rate(queries) == [k / 10 for k in range(10)]
+
+
+def test_label_reasonflux_with_a_judge_behind_a_chat_server(tmp_path, capsys):
+    from health_stub import StubServer
+
+    with StubServer(models=["judge"]) as stub:
+        stub.defaults[CHAT] = lambda request: (200, chat_answer(top={"Yes": 0.8, "No": 0.2}))
+        models = write_tiny_models(tmp_path / "tiny")
+        source = tmp_path / "in.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+        label_command.main(["--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--method",
+                            "reasonflux", "--encoder", str(models.policy), "--judge_urls", stub.url, "--device", "cpu",
+                            "--no_progress", "true", "--outcome_num_workers", "1"])
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert all(q == pytest.approx(0.8) for row in rows for q in row["step_quality"])
+    assert len(stub.sent(*CHAT)) == 9 and f"9 judge calls of {stub.url}" in capsys.readouterr().out

@@ -29,6 +29,7 @@ from typing import Any
 
 from reasonflux_rl.errors import ConfigError
 from reasonflux_rl.prm.declaration import config_fields
+from reasonflux_rl.prm_training.chat_judge import ANSWERS, GRADE_PROMPT, ChatJudge
 from reasonflux_rl.prm_training.fields import (
     STEP_TARGETS,
     TRAJECTORY_TARGET,
@@ -108,8 +109,24 @@ class _LabelArguments:
     prompts_per_batch: int = field(default=16, metadata={"help": "mc, transformers: prefixes per generate call."})
     encoder: str | None = field(default=None, metadata={"help": "reasonflux: the sentence encoder of alignment and "
                                 "coherence (a local transformers checkpoint; mean-pooled last hidden states)."})
-    judge: str | None = field(default=None, metadata={"help": "reasonflux: the judge of each step's quality (a local "
-                              "causal LM: P(judge_yes) against P(judge_no) as its first answer token)."})
+    judge: str | None = field(default=None, metadata={"help": "reasonflux: the judge of each step's quality, a local "
+                              "causal LM: P(judge_yes) against P(judge_no) as its first answer token (or judge_urls)."})
+    judge_urls: list[str] | None = field(default=None, metadata={"help": "reasonflux: OpenAI-compatible chat servers "
+                                         "of the judge instead (vllm serve, a hosted API), base URLs."})
+    judge_model: str | None = field(default=None, metadata={"help": "reasonflux: the judge servers' model name "
+                                    "(default: the one model they serve)."})
+    judge_answer: str = field(default="auto", metadata={"help": f"reasonflux, judge_urls: one of {ANSWERS}: the "
+                              "first answer token's logprobs, a parsed 0-10 grade (judge_grade_prompt), or logprobs "
+                              "until the servers give none."})
+    judge_grade_prompt: str = field(default=str(GRADE_PROMPT), metadata={"help": "reasonflux, judge_urls: the prompt "
+                                    "asking a 0-10 grade, with the placeholders of judge_prompt."})
+    judge_max_inflight: int = field(default=8, metadata={"help": "reasonflux, judge_urls: requests in flight at once."})
+    judge_timeout_seconds: float = field(default=120.0, metadata={"help": "reasonflux, judge_urls: seconds one "
+                                         "request may take."})
+    judge_retries: int = field(default=3, metadata={"help": "reasonflux, judge_urls: further attempts after a failed "
+                               "request (or an answer without a grade)."})
+    judge_deadline_seconds: float = field(default=3600.0, metadata={"help": "reasonflux, judge_urls: seconds the "
+                                          "judge may take for one chunk in all."})
     judge_prompt: str = field(default=str(QUALITY_PROMPT), metadata={"help": "reasonflux: the judge's prompt, a "
                               "file with {problem}, {before}, {step} and {response}."})
     judge_yes: str = field(default="Yes", metadata={"help": "reasonflux: the judge's answer for a right step (one "
@@ -171,14 +188,18 @@ class PRMLabelArguments(_Base):
         if self.method == "mc" and not self.policy:
             raise ConfigError("method='mc' needs policy: the completer whose continuations judge each step prefix")
         if self.method == "reasonflux":
-            for key, what in (("encoder", "the sentence encoder of alignment and coherence"),
-                              ("judge", "the judge of each step's quality")):
-                if not getattr(self, key):
-                    raise ConfigError(f"method='reasonflux' needs {key}: {what}")
+            if not self.encoder:
+                raise ConfigError("method='reasonflux' needs encoder: the sentence encoder of alignment and coherence")
+            if bool(self.judge) == bool(self.judge_urls):
+                raise ConfigError("method='reasonflux' needs one judge of each step's quality: judge (a local "
+                                  "checkpoint) or judge_urls (chat servers)")
+            if self.judge_answer not in ANSWERS:
+                raise ConfigError(f"judge_answer={self.judge_answer!r} is not allowed: choose one of {list(ANSWERS)}")
             if self.match not in MATCH_RULES:
                 raise ConfigError(f"match={self.match!r} is not allowed: choose one of {list(MATCH_RULES)}")
-            if not Path(self.judge_prompt).is_file():
-                raise ConfigError(f"judge_prompt={self.judge_prompt!r} is not a file")
+            for key in ("judge_prompt", "judge_grade_prompt"):
+                if not Path(getattr(self, key)).is_file():
+                    raise ConfigError(f"{key}={getattr(self, key)!r} is not a file")
             if not self.coherence_temperature > 0 or self.coherence_negatives < 0:
                 raise ConfigError(f"coherence_temperature={self.coherence_temperature} must be > 0 and "
                                   f"coherence_negatives={self.coherence_negatives} >= 0")
@@ -216,12 +237,13 @@ class PRMLabelArguments(_Base):
             keys += ["backend", "rollouts", "temperature", "top_p", "max_new_tokens", "hard", "seed", "chunk_size"]
         models = {"policy": self.policy}
         if self.method == "reasonflux":
-            keys += ["judge_yes", "judge_no", "match", "coherence_temperature", "coherence_negatives", "seed",
-                     "chunk_size"]
-            models.update(encoder=self.encoder, judge=self.judge, judge_prompt=self.judge_prompt)
+            keys += ["judge_yes", "judge_no", "judge_urls", "judge_model", "judge_answer", "match",
+                     "coherence_temperature", "coherence_negatives", "seed", "chunk_size"]
+            models.update(encoder=self.encoder, judge=self.judge)
         paths = {key: str(Path(path).resolve()) if path else None for key, path in models.items()}
         if self.method == "reasonflux":
-            paths["judge_prompt_text"] = Path(self.judge_prompt).read_text()
+            for key in ("judge_prompt", "judge_grade_prompt"):
+                paths[f"{key}_text"] = Path(getattr(self, key)).read_text()
         return {**{key: getattr(self, key) for key in keys}, **paths, "fields": dataclasses.asdict(fields)}
 
 
@@ -309,17 +331,29 @@ def _cost(run: _Labelling) -> str:
     if args.method == "reasonflux":
         split = [PairSteps.of(p, args.thinking_prefilled) for p in run.pairs]
         texts = sum(len(s.thinking) + len(s.response) for s in split)
-        line += (f": {steps} judge calls of {args.judge}, {texts} step texts (and the merged blocks) through "
-                 f"{args.encoder}")
+        judge = args.judge or ", ".join(args.judge_urls or [])
+        line += f": {steps} judge calls of {judge}, {texts} step texts (and the merged blocks) through {args.encoder}"
     return line
 
 
 def _check_models(args: PRMLabelArguments) -> None:
     """A clear error unless each model the method loads is a local checkpoint directory: before any long work."""
-    for key in {"mc": ("policy",), "reasonflux": ("encoder", "judge")}.get(args.method, ()):
+    for key in {"mc": ("policy",), "reasonflux": ("encoder", "judge") if args.judge else ("encoder",)}.get(
+            args.method, ()):
         path = Path(getattr(args, key))
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ConfigError(f"{key} {getattr(args, key)!r} is not a local checkpoint directory with a config.json")
+
+
+def _quality_judge(args: PRMLabelArguments) -> Any:
+    """The judge of step quality the keys name: a local causal LM, or the chat servers of ``judge_urls``."""
+    if args.judge:
+        return LocalJudge(args.judge, prompt=args.judge_prompt, yes=args.judge_yes, no=args.judge_no,
+                          device=args.device, batch_size=args.batch_size)
+    return ChatJudge(args.judge_urls, args.judge_model, prompt=args.judge_prompt, grade_prompt=args.judge_grade_prompt,
+                     yes=args.judge_yes, no=args.judge_no, answer=args.judge_answer,
+                     max_inflight=args.judge_max_inflight, timeout=args.judge_timeout_seconds,
+                     retries=args.judge_retries, deadline=args.judge_deadline_seconds)
 
 
 def _chunk_targets(run: _Labelling, chunk: Sequence[LabelledPair], number: int, models: Any, judge: Any
@@ -376,8 +410,7 @@ def label(run: _Labelling, judge: Any) -> dict[int, dict[str, Any]]:
         if args.method == "reasonflux" and left:
             _check_models(args)
             models = (SentenceEncoder(args.encoder, device=args.device, batch_size=args.batch_size),
-                         LocalJudge(args.judge, prompt=args.judge_prompt, yes=args.judge_yes, no=args.judge_no,
-                                    device=args.device, batch_size=args.batch_size))
+                      _quality_judge(args))
         for number, chunk in left:
             records = _chunk_targets(run, chunk, number, models, judge)
             run.store.append([r for r in records if r["index"] not in done])

@@ -271,6 +271,34 @@ def _checked_ratings(ratings: Sequence[Any], expected: int) -> list[float]:
     return [float(r) for r in ratings]
 
 
+def read_prompt(path: str | Path) -> str:
+    """The judge prompt in the file at ``path``, refused unless it has each of ``{problem}``, ``{before}``,
+    ``{step}`` and ``{response}``."""
+    template = Path(path).read_text()
+    missing = [f"{{{name}}}" for name in ("problem", "before", "step", "response") if f"{{{name}}}" not in template]
+    if missing:
+        raise ConfigError(f"the judge prompt {path} lacks {', '.join(missing)}")
+    return template
+
+
+def fill_prompt(template: str, query: StepQuery) -> str:
+    """``template`` with the query's texts in its placeholders (``{before}``: the steps before, or ``(none)``).
+
+    Example:
+    ```python
+    >>> from reasonflux_rl.prm_training.reasonflux_targets import StepQuery, fill_prompt
+    >>> fill_prompt("{problem} | {before} | {step} | {response} | {}", StepQuery("say {step}", (), "2", "So 2."))
+    'say {step} | (none) | 2 | So 2. | {}'
+
+    ```
+    """
+    values = {"problem": query.problem, "before": "\n\n".join(query.before) or "(none)", "step": query.step,
+              "response": query.response}
+    # One pass, not str.format: a prompt may hold braces of its own (\\boxed{}), and a text that reads "{step}"
+    # must stay as written.
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
 class SentenceEncoder:
     """A sentence encoder from any transformers encoder checkpoint (``AutoModel``): the mean of the last hidden
     states over a text's tokens, batched (``batch_size`` texts, longest first), on ``device`` (default: cuda when
@@ -336,11 +364,7 @@ class LocalJudge:
                  device: str | None = None, batch_size: int = 8) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.template = Path(prompt).read_text()
-        missing = [f"{{{name}}}" for name in ("problem", "before", "step", "response")
-                   if f"{{{name}}}" not in self.template]
-        if missing:
-            raise ConfigError(f"the judge prompt {prompt} lacks {', '.join(missing)}")
+        self.template = read_prompt(prompt)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"
@@ -359,11 +383,7 @@ class LocalJudge:
 
     def prompt(self, query: StepQuery) -> str:
         """The judge's input for ``query``."""
-        values = {"problem": query.problem, "before": "\n\n".join(query.before) or "(none)", "step": query.step,
-                  "response": query.response}
-        # One pass, not str.format: a prompt may hold braces of its own (\\boxed{}), and a step's own text that
-        # reads "{step}" must stay as written.
-        text = PLACEHOLDER.sub(lambda m: values[m.group(1)], self.template)
+        text = fill_prompt(self.template, query)
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                       add_generation_prompt=True)
