@@ -130,7 +130,7 @@ def test_local_judge_prompt_keeps_braces_and_never_substitutes_inside_the_texts(
 def test_local_judge_refuses_answers_of_several_tokens_and_prompts_without_placeholders(tmp_path):
     policy = str(write_tiny_models(tmp_path / "tiny").policy)
     with pytest.raises(ConfigError, match="not one"):
-        LocalJudge(policy, yes="definitely", no="0", device="cpu")
+        LocalJudge(policy, yes="definitely", no="0", device="cpu").rate([QUERY])
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("{problem} {step}")
     with pytest.raises(ConfigError, match=r"lacks \{before\}, \{response\}"):
@@ -318,3 +318,104 @@ def test_label_reasonflux_with_a_judge_behind_a_chat_server(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all(q == pytest.approx(0.8) for row in rows for q in row["step_quality"])
     assert len(stub.sent(*CHAT)) == 9 and f"9 judge calls of {stub.url}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------ the template-guided trajectory target
+
+
+class PlanWriter:
+    def __init__(self):
+        self.prompts = []
+
+    def write(self, prompts, max_tokens):
+        self.prompts += prompts
+        return [f"Plan {k}: add the numbers." for k in range(len(prompts))]
+
+
+class GuidedPolicy:
+    """Answers right ``right_of_4`` times in 4 when its prompt holds a plan, never without one."""
+
+    def __init__(self, *args, **kwargs):
+        self.prompts = []
+
+    def chat_prompt(self, problem):
+        return f"<user>{problem}<assistant><think>\n"
+
+    def sample(self, prompts, n, *, seed=0, on_batch=None):
+        self.prompts += prompts
+        out = []
+        for prompt in prompts:
+            gold = prompt.split("+")[0][len("<user>"):]
+            right = int(gold) + 1 if "Plan 1:" in prompt else -1  # row 1's plan works, row 0's and 2's do not
+            out.append([f"Add.\n</think>\n\n\\boxed{{{right if k < 3 else 0}}}" for k in range(n)])
+        return out
+
+
+def outcome(texts, golds):
+    return [float(t.endswith("{" + g + "}")) for t, g in zip(texts, golds)]
+
+
+def test_template_target_is_the_fraction_of_guided_answers_judged_right():
+    from reasonflux_rl.prm_training.template_target import template_targets
+
+    pairs = [LabelledPair(k, row["problem"], row["completion"], gold=row["solution"]) for k, row in enumerate(ROWS)]
+    writer, policy = PlanWriter(), GuidedPolicy()
+    targets, templates = template_targets(pairs, writer, policy, outcome, rollouts=4)
+    assert targets == [0.0, 0.75, 0.0] and templates[1] == "Plan 1: add the numbers."
+    # The judge read each pair's problem, thinking and response; the policy each problem and its own template.
+    assert "Add 1 and 1." in writer.prompts[1] and "So \\boxed{2}." in writer.prompts[1]
+    assert "1+1?\n\nFollow this plan:\nPlan 1: add the numbers." in policy.prompts[1]
+
+
+def test_template_target_refuses_a_writer_that_skips_rows():
+    from reasonflux_rl.prm_training.template_target import template_targets
+
+    class Short(PlanWriter):
+        def write(self, prompts, max_tokens):
+            return super().write(prompts, max_tokens)[:-1]
+
+    pairs = [LabelledPair(k, row["problem"], row["completion"], gold=row["solution"]) for k, row in enumerate(ROWS)]
+    with pytest.raises(RuntimeError, match="2 templates for 3 rows"):
+        template_targets(pairs, Short(), GuidedPolicy(), outcome, rollouts=2)
+
+
+def test_label_with_the_template_target_says_its_cost_and_writes_each_template(tmp_path, monkeypatch, capsys):
+    from health_stub import StubServer
+
+    monkeypatch.setattr("reasonflux_rl.tools.sampling.load_sampler", GuidedPolicy)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({**r, "labels": [1, 1, 1]}) + "\n" for r in ROWS))
+    plans = iter(f"Plan {k}: add the numbers." for k in range(3))
+    with StubServer(models=["judge"]) as stub:
+        stub.defaults[CHAT] = lambda request: (200, chat_answer(next(plans)))
+        label_command.main(["--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--trajectory_target",
+                            "template", "--template_rollouts", "4", "--policy", "stub", "--judge_urls", stub.url,
+                            "--judge_max_inflight", "1", "--no_progress", "true", "--outcome_num_workers", "1"])
+    said = capsys.readouterr().out
+    assert "trajectory target template: 3 templates written by" in said and "3 x 4 = 12 answers of stub" in said
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["trajectory_target"] for r in rows] == [0.0, 0.75, 0.0]
+    assert [r["trajectory_template"] for r in rows] == [f"Plan {k}: add the numbers." for k in range(3)]
+    assert all(r["step_targets"] == [1.0, 1.0, 1.0] for r in rows)  # given step targets, untouched
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--trajectory_target", "template", "--judge_urls", "http://127.0.0.1:9"], "needs policy"),
+    (["--trajectory_target", "template", "--policy", "p"], "needs one judge to write the templates"),
+])
+def test_template_target_refusals(tmp_path, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        label_command.parse_arguments(["--input", "in.jsonl", "--output", "out.jsonl", *argv])
+
+
+def test_label_with_the_template_target_on_the_tiny_models(tmp_path):
+    # Random weights: the templates are noise and the answers wrong; what runs is the real writer and sampler.
+    models = write_tiny_models(tmp_path / "tiny")
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({**r, "labels": [1, 1, 1]}) + "\n" for r in ROWS))
+    label_command.main(["--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--trajectory_target",
+                        "template", "--template_rollouts", "2", "--template_max_tokens", "6", "--max_new_tokens", "6",
+                        "--policy", str(models.policy), "--judge", str(models.policy), "--backend", "transformers",
+                        "--device", "cpu", "--no_progress", "true", "--outcome_num_workers", "1"])
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert all(r["trajectory_target"] in (0.0, 0.5, 1.0) and isinstance(r["trajectory_template"], str) for r in rows)

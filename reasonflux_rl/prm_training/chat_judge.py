@@ -109,6 +109,16 @@ class ChatJudge(ServerRotation):
         rest = queries[len(ratings):]
         return ratings + self.call_all([lambda deadline, q=q: self._rate(q, self.answer, deadline) for q in rest])
 
+    def write(self, prompts: Sequence[str], max_tokens: int) -> list[str]:
+        """The judge's answer to each of ``prompts`` (one user message each, temperature 0, at most ``max_tokens``
+        tokens), concurrently: the template writer of ``trajectory_target: template``."""
+        def ask(prompt: str, deadline: float) -> str:
+            body = {"model": self.model, "temperature": 0.0, "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": prompt}]}
+            return self.call("/v1/chat/completions", body, lambda answer, url: _content(answer, url), deadline)
+
+        return self.call_all([lambda deadline, p=p: ask(p, deadline) for p in prompts])
+
     def _first(self, query: StepQuery) -> float:
         """The first rating of an ``auto`` judge, which settles how it reads answers from then on."""
         rating = self.call_all([lambda deadline: self._rate(query, "auto", deadline)])[0]
@@ -134,12 +144,8 @@ class ChatJudge(ServerRotation):
             return self._rate(query, "grade", deadline)
 
     def _read(self, answer: Any, url: str, way: str) -> float:
-        try:
-            choice = answer["choices"][0]
-            content = choice["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as err:
-            raise JudgeServerError(f"{url}/v1/chat/completions answered without choices[0].message ({err!r}): "
-                                   f"{str(answer)[:120]}") from None
+        content = _content(answer, url)
+        choice = answer["choices"][0]
         if way == "grade":
             found = GRADE.search(content)
             if found is None:
@@ -159,6 +165,15 @@ class ChatJudge(ServerRotation):
             raise JudgeServerError(f"the judge's first answer tokens {listed} hold neither {self.words[0]!r} nor "
                                    f"{self.words[1]!r}: change the prompt or judge_yes/judge_no")
         return yes / (yes + no)
+
+
+def _content(answer: Any, url: str) -> str:
+    """The text of a chat answer's first choice, or why there is none."""
+    try:
+        return answer["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError) as err:
+        raise JudgeServerError(f"{url}/v1/chat/completions answered without choices[0].message ({err!r}): "
+                               f"{str(answer)[:120]}") from None
 
 
 class _NoLogprobs(Exception):

@@ -54,6 +54,7 @@ from reasonflux_rl.prm_training.reasonflux_targets import (
     SentenceEncoder,
     reasonflux_targets,
 )
+from reasonflux_rl.prm_training.template_target import GUIDED_PROMPT, TEMPLATE_PROMPT, template_targets
 from reasonflux_rl.tools.outputs import output_format, sibling, write_rows
 from reasonflux_rl.tools.pipeline import fingerprint
 from reasonflux_rl.tools.rows import BAD_ROW_POLICIES, BadRow, describe_bad_rows, handle_bad_rows
@@ -64,6 +65,8 @@ from reasonflux_rl.tools.store import ScoreStore
 SPLIT_KEYS = ("prm_parts", "thinking_prefilled")
 # reasonflux also writes each score it fused, one column each (step_alignment, step_quality, step_coherence).
 COMPONENT_COLUMNS = tuple(f"step_{name}" for name in COMPONENTS)
+# trajectory_target template also writes the template the judge wrote.
+TEMPLATE_COLUMN = "trajectory_template"
 
 
 @dataclass
@@ -95,10 +98,22 @@ class _LabelArguments:
     step_targets_field: str | None = field(default=None, metadata={"help": "given: the column of step targets "
                                            "(default: step_targets or labels)."})
     trajectory_target: str = field(default="outcome", metadata={"help": f"One of {TRAJECTORY_TARGETS}: the row's "
-                                   "own outcome against the gold answer, trajectory_target_field's value, or none."})
+                                   "own outcome against the gold answer, trajectory_target_field's value, none, or "
+                                   "the paper's template-guided target (the judge writes the reasoning's template, "
+                                   "policy answers the problem template_rollouts times with it: the fraction right)."})
+    template_rollouts: int = field(default=8, metadata={"help": "trajectory_target template: the policy's answers "
+                                   "per row."})
+    template_prompt: str = field(default=str(TEMPLATE_PROMPT), metadata={"help": "trajectory_target template: the "
+                                 "judge's prompt, a file with {problem}, {thinking} and {response}."})
+    template_guided_prompt: str = field(default=str(GUIDED_PROMPT), metadata={"help": "trajectory_target template: "
+                                        "the policy's problem text, a file with {problem} and {template}."})
+    template_max_tokens: int = field(default=512, metadata={"help": "trajectory_target template: longest template, "
+                                     "in tokens."})
     trajectory_target_field: str = field(default=TRAJECTORY_TARGET, metadata={"help": "trajectory_target: given: "
                                          "its column."})
-    policy: str | None = field(default=None, metadata={"help": "mc: the completer policy (a local checkpoint)."})
+    policy: str | None = field(default=None, metadata={"help": "mc: the completer policy; trajectory_target template: "
+                               "the policy answering with the template (a local checkpoint). Its sampling: the keys "
+                               "backend to prompts_per_batch."})
     backend: str = field(default="auto", metadata={"help": f"mc: one of {BACKENDS} (auto: vLLM when installed)."})
     rollouts: int = field(default=8, metadata={"help": "mc: continuations per step prefix (Math-Shepherd: 8)."})
     temperature: float = field(default=1.0, metadata={"help": "mc: sampling temperature of the continuations."})
@@ -187,6 +202,16 @@ class PRMLabelArguments(_Base):
         output_format(self.output)
         if self.method == "mc" and not self.policy:
             raise ConfigError("method='mc' needs policy: the completer whose continuations judge each step prefix")
+        if self.trajectory_target == "template":
+            if not self.policy:
+                raise ConfigError("trajectory_target='template' needs policy: the policy that answers with the "
+                                  "template")
+            if bool(self.judge) == bool(self.judge_urls):
+                raise ConfigError("trajectory_target='template' needs one judge to write the templates: judge (a "
+                                  "local checkpoint) or judge_urls (chat servers)")
+            for key in ("template_prompt", "template_guided_prompt"):
+                if not Path(getattr(self, key)).is_file():
+                    raise ConfigError(f"{key}={getattr(self, key)!r} is not a file")
         if self.method == "reasonflux":
             if not self.encoder:
                 raise ConfigError("method='reasonflux' needs encoder: the sentence encoder of alignment and coherence")
@@ -203,7 +228,8 @@ class PRMLabelArguments(_Base):
             if not self.coherence_temperature > 0 or self.coherence_negatives < 0:
                 raise ConfigError(f"coherence_temperature={self.coherence_temperature} must be > 0 and "
                                   f"coherence_negatives={self.coherence_negatives} >= 0")
-        for key in ("rollouts", "max_new_tokens", "prompts_per_batch", "chunk_size", "batch_size"):
+        for key in ("rollouts", "max_new_tokens", "prompts_per_batch", "chunk_size", "batch_size",
+                    "template_rollouts", "template_max_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} must be a positive integer")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:
@@ -222,28 +248,41 @@ class PRMLabelArguments(_Base):
 
     @property
     def component_columns(self) -> tuple[str, ...]:
-        """The columns of the scores ``reasonflux`` fuses, written beside ``step_targets`` (none for the others)."""
-        return COMPONENT_COLUMNS if self.method == "reasonflux" else ()
+        """The columns written beside the targets: the scores ``reasonflux`` fuses, the template of ``template``."""
+        return ((COMPONENT_COLUMNS if self.method == "reasonflux" else ())
+                + ((TEMPLATE_COLUMN,) if self.trajectory_target == "template" else ()))
+
+    @property
+    def samples_policy(self) -> bool:
+        """``mc`` and the ``template`` target sample the policy."""
+        return self.method == "mc" or self.trajectory_target == "template"
 
     @property
     def needs_gold(self) -> bool:
         """``mc`` and the ``outcome`` trajectory target judge answers against the gold."""
-        return self.method == "mc" or self.trajectory_target == "outcome"
+        return self.method == "mc" or self.trajectory_target in ("outcome", "template")
 
     def settings(self, fields: TrajectoryFields) -> dict[str, Any]:
         """What changes the targets, for the store: a resumed run must use the same."""
         keys = ["method", "trajectory_target", "prm_parts", "thinking_prefilled"]
+        prompts: list[str] = []
+        if self.samples_policy:
+            keys += ["backend", "temperature", "top_p", "max_new_tokens", "seed", "chunk_size"]
         if self.method == "mc":
-            keys += ["backend", "rollouts", "temperature", "top_p", "max_new_tokens", "hard", "seed", "chunk_size"]
+            keys += ["rollouts", "hard"]
         models = {"policy": self.policy}
+        if self.method == "reasonflux" or self.trajectory_target == "template":
+            keys += ["judge_urls", "judge_model", "seed", "chunk_size"]
+            models["judge"] = self.judge
         if self.method == "reasonflux":
-            keys += ["judge_yes", "judge_no", "judge_urls", "judge_model", "judge_answer", "match",
-                     "coherence_temperature", "coherence_negatives", "seed", "chunk_size"]
-            models.update(encoder=self.encoder, judge=self.judge)
+            keys += ["judge_yes", "judge_no", "judge_answer", "match", "coherence_temperature", "coherence_negatives"]
+            models["encoder"] = self.encoder
+            prompts += ["judge_prompt", "judge_grade_prompt"]
+        if self.trajectory_target == "template":
+            keys += ["template_rollouts", "template_max_tokens"]
+            prompts += ["template_prompt", "template_guided_prompt"]
         paths = {key: str(Path(path).resolve()) if path else None for key, path in models.items()}
-        if self.method == "reasonflux":
-            for key in ("judge_prompt", "judge_grade_prompt"):
-                paths[f"{key}_text"] = Path(getattr(self, key)).read_text()
+        paths.update({f"{key}_text": Path(getattr(self, key)).read_text() for key in prompts})
         return {**{key: getattr(self, key) for key in keys}, **paths, "fields": dataclasses.asdict(fields)}
 
 
@@ -333,13 +372,24 @@ def _cost(run: _Labelling) -> str:
         texts = sum(len(s.thinking) + len(s.response) for s in split)
         judge = args.judge or ", ".join(args.judge_urls or [])
         line += f": {steps} judge calls of {judge}, {texts} step texts (and the merged blocks) through {args.encoder}"
+    if args.trajectory_target == "template":
+        line += (f"; trajectory target template: {len(run.pairs)} templates written by "
+                 f"{args.judge or ', '.join(args.judge_urls or [])}, {len(run.pairs)} x {args.template_rollouts} = "
+                 f"{len(run.pairs) * args.template_rollouts} answers of {args.policy}")
     return line
 
 
-def _check_models(args: PRMLabelArguments) -> None:
-    """A clear error unless each model the method loads is a local checkpoint directory: before any long work."""
-    for key in {"mc": ("policy",), "reasonflux": ("encoder", "judge") if args.judge else ("encoder",)}.get(
-            args.method, ()):
+def _model_keys(args: PRMLabelArguments) -> list[str]:
+    """The keys naming the local models the run loads."""
+    keys = ({"policy"} if args.samples_policy else set()) | ({"encoder"} if args.method == "reasonflux" else set())
+    if args.judge and (args.method == "reasonflux" or args.trajectory_target == "template"):
+        keys.add("judge")
+    return sorted(keys)
+
+
+def _check_models(args: PRMLabelArguments, keys: Sequence[str]) -> None:
+    """A clear error unless each model of ``keys`` is a local checkpoint directory: before any long work."""
+    for key in keys:
         path = Path(getattr(args, key))
         if not path.is_dir() or not (path / "config.json").is_file():
             raise ConfigError(f"{key} {getattr(args, key)!r} is not a local checkpoint directory with a config.json")
@@ -348,41 +398,78 @@ def _check_models(args: PRMLabelArguments) -> None:
 def _quality_judge(args: PRMLabelArguments) -> Any:
     """The judge of step quality the keys name: a local causal LM, or the chat servers of ``judge_urls``."""
     if args.judge:
-        return LocalJudge(args.judge, prompt=args.judge_prompt, yes=args.judge_yes, no=args.judge_no,
-                          device=args.device, batch_size=args.batch_size)
+        judge = LocalJudge(args.judge, prompt=args.judge_prompt, yes=args.judge_yes, no=args.judge_no,
+                           device=args.device, batch_size=args.batch_size)
+        if args.method == "reasonflux":
+            judge.answer_ids  # noqa: B018 - refuses answers of several tokens before any labelling
+        return judge
     return ChatJudge(args.judge_urls, args.judge_model, prompt=args.judge_prompt, grade_prompt=args.judge_grade_prompt,
                      yes=args.judge_yes, no=args.judge_no, answer=args.judge_answer,
                      max_inflight=args.judge_max_inflight, timeout=args.judge_timeout_seconds,
                      retries=args.judge_retries, deadline=args.judge_deadline_seconds)
 
 
-def _chunk_targets(run: _Labelling, chunk: Sequence[LabelledPair], number: int, models: Any, judge: Any
-                   ) -> list[dict[str, Any]]:
-    """The stored records of one chunk of rows; ``models``: the completer (``mc``), the encoder and the judge of
-    quality (``reasonflux``); ``judge``: the outcome reward."""
+@dataclass
+class _Models:
+    """What a run loads: the policy sampler (``mc``'s completer, ``template``'s answers), the sentence encoder, the
+    judge (of step quality; the writer of templates)."""
+
+    sampler: Any = None
+    encoder: Any = None
+    judge: Any = None
+
+
+def _load_models(args: PRMLabelArguments) -> _Models:
+    from reasonflux_rl.tools.sampling import load_sampler
+
+    _check_models(args, [key for key in _model_keys(args) if key != "policy"])  # load_sampler checks the policy
+    models = _Models()
+    if args.samples_policy:
+        models.sampler = load_sampler(args.policy, backend=args.backend, temperature=args.temperature,
+                                      top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                                      prompts_per_batch=args.prompts_per_batch, seed=args.seed, device=args.device)
+    if args.method == "reasonflux":
+        models.encoder = SentenceEncoder(args.encoder, device=args.device, batch_size=args.batch_size)
+    if args.method == "reasonflux" or args.trajectory_target == "template":
+        models.judge = _quality_judge(args)
+    return models
+
+
+def _chunk_targets(run: _Labelling, chunk: Sequence[LabelledPair], number: int, models: _Models, judge: Any,
+                   on_rollouts: Any = None) -> list[dict[str, Any]]:
+    """The stored records of one chunk of rows; ``judge``: the outcome reward; ``on_rollouts(k)``: ``mc`` did ``k``
+    more continuations."""
     args = run.args
     if args.method == "mc":
-        models.seed = args.seed + number
-        steps = mc_targets(chunk, [run.outcomes[p.row] for p in chunk], models, judge.score,
+        completer = PolicyCompleter(models.sampler, seed=args.seed + number, on_batch=on_rollouts)
+        steps = mc_targets(chunk, [run.outcomes[p.row] for p in chunk], completer, judge.score,
                            rollouts=args.rollouts, hard=args.hard, parts=args.prm_parts,
                            thinking_prefilled=args.thinking_prefilled)
     components: list[dict[str, Any]] = [{} for _ in chunk]
     if args.method == "reasonflux":
-        encoder, quality_judge = models
-        rows = reasonflux_targets([PairSteps.of(p, args.thinking_prefilled) for p in chunk], encoder, quality_judge,
+        rows = reasonflux_targets([PairSteps.of(p, args.thinking_prefilled) for p in chunk], models.encoder,
+                                  models.judge,
                                   parts=args.prm_parts, match=args.match, temperature=args.coherence_temperature,
                                   negatives=args.coherence_negatives, seed=args.seed + number)
         steps = [row.fused for row in rows]
         components = [{f"step_{name}": getattr(row, name) for name in COMPONENTS} for row in rows]
     elif args.method == "given":
         steps = [list(p.step_targets) for p in chunk]  # type: ignore[arg-type]
+    finals: list[float | None] = [{"outcome": run.outcomes.get(p.row), "given": p.trajectory_target}.get(
+        args.trajectory_target) for p in chunk]
+    if args.trajectory_target == "template":
+        finals, templates = template_targets(
+            chunk, models.judge, models.sampler, judge.score, rollouts=args.template_rollouts,
+            template_prompt=args.template_prompt, guided_prompt=args.template_guided_prompt,
+            max_template_tokens=args.template_max_tokens, seed=args.seed + number,
+            thinking_prefilled=args.thinking_prefilled)
+        for extra, template in zip(components, templates):
+            extra[TEMPLATE_COLUMN] = template
     records = []
-    for pair, targets, extra in zip(chunk, steps, components):
+    for pair, targets, final, extra in zip(chunk, steps, finals, components):
         if len(targets) != len(pair.steps):
             raise RuntimeError(f"row {pair.row}: {len(targets)} targets for its {len(pair.steps)} steps")
-        trajectory = {"outcome": run.outcomes.get(pair.row), "given": pair.trajectory_target, "none": None}
-        records.append({"index": pair.row, STEP_TARGETS: targets,
-                        TRAJECTORY_TARGET: trajectory[args.trajectory_target], **extra})
+        records.append({"index": pair.row, STEP_TARGETS: targets, TRAJECTORY_TARGET: final, **extra})
     return records
 
 
@@ -397,22 +484,11 @@ def label(run: _Labelling, judge: Any) -> dict[int, dict[str, Any]]:
     mc = args.method == "mc"
     total = rollout_count(run.pairs, args.rollouts) if mc else len(run.pairs)
     left_count = sum(rollout_count(c, args.rollouts) if mc else len(c) for _, c in left)
-    models: Any = None
     with tqdm(total=total, initial=total - left_count, desc="prm label", unit="rollout" if mc else "row",
               disable=args.no_progress) as bar:
-        if mc and left:
-            from reasonflux_rl.tools.sampling import load_sampler
-
-            sampler = load_sampler(args.policy, backend=args.backend, temperature=args.temperature, top_p=args.top_p,
-                                   max_new_tokens=args.max_new_tokens, prompts_per_batch=args.prompts_per_batch,
-                                   seed=args.seed, device=args.device)
-            models = PolicyCompleter(sampler, on_batch=bar.update)
-        if args.method == "reasonflux" and left:
-            _check_models(args)
-            models = (SentenceEncoder(args.encoder, device=args.device, batch_size=args.batch_size),
-                      _quality_judge(args))
+        models = _load_models(args) if left else _Models()
         for number, chunk in left:
-            records = _chunk_targets(run, chunk, number, models, judge)
+            records = _chunk_targets(run, chunk, number, models, judge, bar.update)
             run.store.append([r for r in records if r["index"] not in done])
             done.update((r["index"], r) for r in records)
             if not mc:
@@ -486,7 +562,7 @@ def main(argv: Sequence[str]) -> None:
         run = _open(args, judge)
         print(_cost(run), flush=True)
         if dry_run:
-            _check_models(args)
+            _check_models(args, _model_keys(args))
             print("prm label: dry run: the rows and keys are good; nothing was labelled")
             return
         try:

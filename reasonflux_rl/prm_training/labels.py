@@ -10,7 +10,8 @@
   ([`~reasonflux_rl.prm_training.reasonflux_targets`]).
 
 The trajectory target is the row's own outcome (``outcome``: 1 when its final answer equals the gold, by
-math-verify), the data's (``given``), or none.
+math-verify), the data's (``given``), the paper's template-guided one (``template``:
+[`~reasonflux_rl.prm_training.template_target`]), or none.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from reasonflux_rl.prm_training.fields import LabelledPair
 from reasonflux_rl.trajectory import THINK_CLOSE, THINK_OPEN
 
 METHODS: tuple[str, ...] = ("given", "mc", "reasonflux")
-TRAJECTORY_TARGETS: tuple[str, ...] = ("outcome", "given", "none")
+TRAJECTORY_TARGETS: tuple[str, ...] = ("outcome", "given", "none", "template")
 # Each prefix ends a paragraph; the continuation starts the next one, as the steps are written.
 STEP_BREAK = "\n\n"
 

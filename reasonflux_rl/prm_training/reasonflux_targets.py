@@ -42,7 +42,7 @@ from reasonflux_rl.trajectory import step_spans, trajectory_regions
 MATCH_RULES: tuple[str, ...] = ("position", "best")
 COMPONENTS: tuple[str, ...] = ("alignment", "quality", "coherence")
 QUALITY_PROMPT = Path(__file__).with_name("step_quality_prompt.txt")
-PLACEHOLDER = re.compile(r"\{(problem|before|step|response)\}")
+QUERY_FIELDS: tuple[str, ...] = ("problem", "before", "step", "response")
 
 Encode = Callable[[Sequence[str]], torch.Tensor]
 
@@ -271,32 +271,36 @@ def _checked_ratings(ratings: Sequence[Any], expected: int) -> list[float]:
     return [float(r) for r in ratings]
 
 
-def read_prompt(path: str | Path) -> str:
-    """The judge prompt in the file at ``path``, refused unless it has each of ``{problem}``, ``{before}``,
-    ``{step}`` and ``{response}``."""
+def read_prompt(path: str | Path, names: Sequence[str] = QUERY_FIELDS) -> str:
+    """The prompt in the file at ``path``, refused unless it has a ``{name}`` for each of ``names`` (default: the
+    judge's ``{problem}``, ``{before}``, ``{step}`` and ``{response}``)."""
     template = Path(path).read_text()
-    missing = [f"{{{name}}}" for name in ("problem", "before", "step", "response") if f"{{{name}}}" not in template]
+    missing = [f"{{{name}}}" for name in names if f"{{{name}}}" not in template]
     if missing:
-        raise ConfigError(f"the judge prompt {path} lacks {', '.join(missing)}")
+        raise ConfigError(f"the prompt {path} lacks {', '.join(missing)}")
     return template
 
 
-def fill_prompt(template: str, query: StepQuery) -> str:
-    """``template`` with the query's texts in its placeholders (``{before}``: the steps before, or ``(none)``).
+def fill(template: str, /, **values: str) -> str:
+    """``template`` with each ``{name}`` of ``values`` replaced in one pass: not ``str.format``, since a prompt may
+    hold braces of its own (``\\boxed{}``) and a value that reads ``{step}`` must stay as written.
 
     Example:
     ```python
-    >>> from reasonflux_rl.prm_training.reasonflux_targets import StepQuery, fill_prompt
-    >>> fill_prompt("{problem} | {before} | {step} | {response} | {}", StepQuery("say {step}", (), "2", "So 2."))
-    'say {step} | (none) | 2 | So 2. | {}'
+    >>> from reasonflux_rl.prm_training.reasonflux_targets import fill
+    >>> fill("{problem}: {step} {}", problem="say {step}", step="2")
+    'say {step}: 2 {}'
 
     ```
     """
-    values = {"problem": query.problem, "before": "\n\n".join(query.before) or "(none)", "step": query.step,
-              "response": query.response}
-    # One pass, not str.format: a prompt may hold braces of its own (\\boxed{}), and a text that reads "{step}"
-    # must stay as written.
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
+    return pattern.sub(lambda m: values[m.group(1)], template)
+
+
+def fill_prompt(template: str, query: StepQuery) -> str:
+    """The judge's ``template`` filled with ``query`` (``{before}``: the steps before, or ``(none)``)."""
+    return fill(template, problem=query.problem, before="\n\n".join(query.before) or "(none)", step=query.step,
+                response=query.response)
 
 
 class SentenceEncoder:
@@ -345,8 +349,8 @@ class SentenceEncoder:
 class LocalJudge:
     """A [`StepJudge`] on a local causal LM: each query written into ``prompt`` (a file with ``{problem}``,
     ``{before}``, ``{step}`` and ``{response}``; default [`QUALITY_PROMPT`]), put on the model's chat template when
-    it has one, and rated ``P(yes) / (P(yes) + P(no))`` of the first answer token. ``yes`` and ``no`` must each be
-    one token of the judge's tokenizer.
+    it has one, and rated ``P(yes) / (P(yes) + P(no))`` of the first answer token (``yes`` and ``no`` must each be
+    one token of the judge's tokenizer); it also [`write`]s, greedily.
 
     Example:
     ```python
@@ -370,9 +374,14 @@ class LocalJudge:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.answer_ids = [self._one_token(word) for word in (yes, no)]
+        self.words = (yes, no)
         self.model = AutoModelForCausalLM.from_pretrained(path).to(self.device).eval()
         self.batch_size = batch_size
+
+    @property
+    def answer_ids(self) -> list[int]:
+        """The token ids of the answers ``yes`` and ``no``, each refused unless it is one token."""
+        return [self._one_token(word) for word in self.words]
 
     def _one_token(self, word: str) -> int:
         ids = self.tokenizer.encode(word, add_special_tokens=False)
@@ -383,18 +392,34 @@ class LocalJudge:
 
     def prompt(self, query: StepQuery) -> str:
         """The judge's input for ``query``."""
-        text = fill_prompt(self.template, query)
+        return self._chat(fill_prompt(self.template, query))
+
+    def _chat(self, text: str) -> str:
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                       add_generation_prompt=True)
         return text
 
     @torch.no_grad()
+    def write(self, prompts: Sequence[str], max_tokens: int) -> list[str]:
+        """The judge's greedy answer to each of ``prompts`` (a user message each), at most ``max_tokens`` tokens:
+        the template writer of ``trajectory_target: template``."""
+        answers: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            encoded = self.tokenizer([self._chat(p) for p in prompts[start : start + self.batch_size]],
+                                     return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            out = self.model.generate(**encoded, max_new_tokens=max_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+            answers += self.tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+        return answers
+
+    @torch.no_grad()
     def rate(self, queries: Sequence[StepQuery]) -> list[float]:
         ratings: list[float] = []
+        answer_ids = self.answer_ids
         for start in range(0, len(queries), self.batch_size):
             prompts = [self.prompt(q) for q in queries[start : start + self.batch_size]]
             encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            logits = self.model(**encoded.to(self.device)).logits[:, -1, self.answer_ids].float()
+            logits = self.model(**encoded.to(self.device)).logits[:, -1, answer_ids].float()
             ratings += torch.softmax(logits, dim=-1)[:, 0].tolist()
         return ratings
