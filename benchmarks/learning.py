@@ -31,7 +31,9 @@ paragraphs, completions without a boxed answer: first tenth of training against 
 majority, ``hacked`` and ``collapsed`` by ``reasonflux_rl.train.verdict.safety``'s rules. ``hypotheses`` gives each of
 the four claims the lab tests a verdict (``r1_hypotheses``: supported, contradicted or inconclusive, with the AUC
 differences and their standard errors over seeds, or the hacked/collapsed counts), and ``targets`` the two targets.
-The arms, budget and rules were fixed before any of its runs was looked at.
+The arms, budget and rules were fixed before any of its runs was looked at. ``prm_unfinished``
+(``unfinished_scores``), added after the runs to find out why the trajectory-aware arms were hacked: each PRM's
+mean score of written held-out solutions, right and wrong, and of the same trajectories cut before ``</think>``.
 
 Runs land in ``--out``; running again with the same ``--out`` reuses the runs that finished (their
 ``trainer_state.json`` and ``train_results.json`` are all it reads, so committed ones are reused too).
@@ -412,6 +414,36 @@ def train_seconds(out: Path, arm_names: list[str], seeds: int) -> int:
                      for arm in arm_names for seed in range(seeds)))
 
 
+def unfinished_scores(count: int = 96) -> dict[str, dict[str, float]]:
+    """Each R1 PRM's mean score, as the reward reads a completion (mean over its steps), of ``count`` written
+    held-out solutions in the style the PRMs were trained on, by whether their answer is right, and of the same
+    trajectories cut before ``</think>`` (no answer: how a completion clipped at the length limit reads). A PRM that
+    scores the cut trajectories above the finished ones pays the policy for never answering."""
+    import random
+
+    from reasonflux_rl.lab.build import TASKS, LabBuildArguments
+    from reasonflux_rl.lab.task import boxed_answer, problems
+    from reasonflux_rl.lab.thinking import ThinkingStyle, labelled_r1_solutions
+    from reasonflux_rl.prm import load_scorer
+    from reasonflux_rl.rewards.prm import PRMReward
+
+    style = ThinkingStyle(*LabBuildArguments().prm_thinking)
+    rows = labelled_r1_solutions(problems("eval", lengths=TASKS["r1"].lengths), count, style,
+                                 random.Random("unfinished"))
+    texts = [r["problem"] for r in rows]
+    right = [boxed_answer(r["completion"]) == int(r["solution"]) for r in rows]
+    out = {}
+    for name, path in R1_PRMS.items():
+        scorer = load_scorer(path, system_prompt="", thinking_prefilled=True, device="cpu")
+        reward = PRMReward(scorer, thinking_prefilled=True)
+        finished = reward(prompts=texts, completions=[r["completion"] for r in rows], problem=texts)
+        cut = reward(prompts=texts, completions=[r["completion"].split("</think>")[0] for r in rows], problem=texts)
+        out[name] = {"finished_right": round(statistics.fmean(s for s, ok in zip(finished, right) if ok), 4),
+                     "finished_wrong": round(statistics.fmean(s for s, ok in zip(finished, right) if not ok), 4),
+                     "unfinished": round(statistics.fmean(cut), 4), "rows": count, "right": sum(right)}
+    return out
+
+
 def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: Path,
                budget: dict[str, str]) -> dict[str, Any]:
     """The R1-style lab's runs and their report (see the module docstring)."""
@@ -429,6 +461,7 @@ def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, ou
         "policy_start_accuracy": round(build["policy_sampled"]["accuracy"], 4),
         "prm_held_out": {name: {k: round(v, 4) for k, v in prm["held_out"].items() if isinstance(v, float)}
                          for name, prm in build["prms"].items()},
+        "prm_unfinished": unfinished_scores(),
         "arms": arms,
         "hypotheses": r1_hypotheses(arms, seeds),
         "targets": r1_targets(arms, steps),
@@ -450,17 +483,21 @@ def plot(arms: dict[str, dict[str, Any]], path: Path,
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for name, arm in arms.items():
+    figure, axis = plt.subplots(figsize=(9, 4.5), dpi=120)
+    # Eleven arms overrun the default cycle of ten colours: each arm its own, outcome-only black and dashed.
+    colours = plt.get_cmap("tab20").colors
+    for index, (name, arm) in enumerate(arms.items()):
         steps = [p["step"] for p in arm["curve"]]
         means = [p["mean"] for p in arm["curve"]]
         sds = [p["sd"] for p in arm["curve"]]
-        line, = axis.plot(steps, means, marker="o", linewidth=2 if name != OUTCOME else 2.5, label=name)
+        colour = "black" if name == OUTCOME else colours[(2 * index) % 20 + (index >= 10)]
+        axis.plot(steps, means, marker="o", color=colour, linewidth=2.5 if name == OUTCOME else 1.8,
+                  linestyle="--" if name == OUTCOME else "-", label=name)
         axis.fill_between(steps, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
-                          color=line.get_color(), alpha=0.15)
+                          color=colour, alpha=0.08)
     axis.set(xlabel="optimizer step", ylabel="held-out accuracy (sampled, T=1)", title=title)
     axis.grid(alpha=0.3)
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -1,4 +1,4 @@
-"""The paper's offline uses of the scorer on the R1-style lab: Best-of-N with each of its two PRMs. One JSON object.
+"""The paper's offline uses of the scorer on the R1-style lab, Best-of-N and data selection, with each of its two PRMs.
 
     python benchmarks/offline_uses.py [--quick] [--out DIR]
 
@@ -21,7 +21,8 @@ each for the same 64 steps of 16 pairs (learning rate 1e-3, cosine, 6 warm-up st
 policy's held-out accuracy is measured on the 47 held-out problems, 8 samples each at temperature 1 (the figure
 compared) and greedy. Target: the trajectory-aware PRM's selection beats random-k by at least 5 points, and by more
 than twice the standard error of the difference over seeds. Also reported: the share of right final answers in
-each selection. ``--quick``: a pool of 32, 8 kept, 4 steps of 4, 1 seed, 6 held-out problems.
+each selection, its mean length and its rows by source. One JSON object; the figure ``offline_uses.png`` in
+``--out``. ``--quick``: a pool of 32, 8 kept, 4 steps of 4, 1 seed, 6 held-out problems.
 """
 
 from __future__ import annotations
@@ -177,7 +178,16 @@ def _arm_summary(per_seed: list[dict[str, float]], trained_on: list[list[dict]])
             "greedy_accuracy": round(100 * statistics.fmean(r["greedy"] for r in per_seed), 2),
             "well_formed": round(statistics.fmean(r["well_formed"] for r in per_seed), 3),
             "per_seed_sampled": [round(a, 2) for a in sampled],
-            "right_answer_share": round(statistics.fmean(r["right"] for rows in trained_on for r in rows), 3)}
+            **selection_makeup(trained_on)}
+
+
+def selection_makeup(trained_on: list[list[dict]]) -> dict:
+    """What an arm was fine-tuned on, over its seeds: the share of right final answers, the mean characters of a
+    completion, and the rows of each pool source per seed."""
+    rows = [r for seed_rows in trained_on for r in seed_rows]
+    return {"right_answer_share": round(statistics.fmean(r["right"] for r in rows), 3),
+            "mean_characters": round(statistics.fmean(len(r["completion"]) for r in rows)),
+            "by_source": {k: v / len(trained_on) for k, v in sorted(Counter(r["source"] for r in rows).items())}}
 
 
 def selection_gain(arms: dict[str, dict], arm: str, baseline: str) -> dict:
@@ -223,6 +233,45 @@ def data_selection(out: Path, budget: SelectionBudget) -> dict:
     }
 
 
+def plot(report: dict, path: Path) -> Path | None:
+    """The report's figure: Best-of-N accuracy against N by method, for each PRM, and the held-out accuracy of the
+    policy fine-tuned on each selection (mean and seeds). ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = [*report.get("best_of_n", {}).get("tables", {}).items()]
+    selection = report.get("data_selection")
+    figure, axes = plt.subplots(1, len(panels) + bool(selection), figsize=(4.6 * (len(panels) + bool(selection)), 4),
+                                dpi=120, squeeze=False)
+    for axis, (prm, rows) in zip(axes[0], panels):
+        for method in ("weighted_majority", "majority", "prm", "random", "oracle"):
+            axis.plot([r["n"] for r in rows], [100 * r[method] for r in rows], marker="o", label=method,
+                      linestyle="--" if method in ("random", "oracle") else "-")
+        axis.set(xscale="log", xlabel="candidates N", ylabel="held-out accuracy (%)", title=f"Best-of-N, {prm} PRM")
+        axis.set_xticks([r["n"] for r in rows], [str(r["n"]) for r in rows])
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    if selection:
+        axis = axes[0][-1]
+        names = list(selection["arms"])
+        for x, name in enumerate(names):
+            seeds = selection["arms"][name]["per_seed_sampled"]
+            axis.bar(x, selection["arms"][name]["sampled_accuracy"], color="tab:blue", alpha=0.6)
+            axis.scatter([x] * len(seeds), seeds, color="black", s=10, zorder=3)
+        axis.set_xticks(range(len(names)), names, rotation=20)
+        axis.set(ylabel="held-out accuracy after SFT (%, T=1)",
+                 title=f"SFT on {selection['budget']['k']} selected pairs")
+        axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 problems, 4 candidates of 64 tokens: a check")
@@ -240,6 +289,8 @@ def main() -> None:
             report["best_of_n"] = best_of_n(out, held_out_problems(out, count), n, tokens)
         if "data_selection" in parts:
             report["data_selection"] = data_selection(out, QUICK_SELECTION if args.quick else SelectionBudget())
+    figure = plot(report, out / "offline_uses.png")
+    report["figure"] = None if figure is None else str(figure)
     (out / "offline_uses.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

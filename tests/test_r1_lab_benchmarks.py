@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,17 @@ def test_r1_quick_runs_each_arm_with_the_quick_budget(r1_report):
     assert report["arms_settings"]["trajectory_aware_suffix_sum"]["prm_name_or_path"] == (
         "reasonflux_rl/lab/assets/r1/prm_trajectory_aware")
     assert (out / "learning_r1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_r1_report_shows_the_trajectory_aware_prm_paying_for_unfinished_thinking(r1_report):
+    # The finding the docs give for the hacked arms: the shipped trajectory-aware PRM scores a trajectory cut before
+    # </think> above the finished one, the standard PRM does not.
+    unfinished = r1_report[0]["prm_unfinished"]
+    assert set(unfinished) == {"standard", "trajectory_aware"}
+    aware, standard = unfinished["trajectory_aware"], unfinished["standard"]
+    assert aware["unfinished"] > max(aware["finished_right"], aware["finished_wrong"])
+    assert standard["unfinished"] < min(standard["finished_right"], standard["finished_wrong"])
+    assert 0 < aware["right"] < aware["rows"] == 96
 
 
 def test_r1_quick_hypotheses_have_verdicts(r1_report):
@@ -156,7 +168,12 @@ def test_offline_data_selection_tunes_on_each_prms_top_k_random_k_and_the_pool(o
         assert len(kept) == 8 and scores == sorted(scores, reverse=True)
         assert {row["completion"] for row in kept} <= {row["completion"] for row in pool}
         assert selection["arms"][name]["right_answer_share"] == round(statistics.fmean(r["right"] for r in kept), 3)
+        assert selection["arms"][name]["by_source"] == dict(sorted(Counter(r["source"] for r in kept).items()))
+        assert selection["arms"][name]["mean_characters"] == round(statistics.fmean(len(r["completion"]) for r in kept))
     assert selection["arms"]["pool"]["right_answer_share"] == selection["pool"]["right_answer_share"]
+    assert selection["arms"]["pool"]["by_source"] == selection["pool"]["by_source"]
+    if report["figure"] is not None:  # matplotlib is an extra
+        assert Path(report["figure"]).read_bytes()[:4] == b"\x89PNG"
     for arm in selection["arms"].values():
         assert len(arm["per_seed_sampled"]) == 1 and arm["sampled_accuracy"] == arm["per_seed_sampled"][0]
         assert 0 <= arm["sampled_accuracy"] <= 100 and 0 <= arm["greedy_accuracy"] <= 100
