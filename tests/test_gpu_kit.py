@@ -27,7 +27,8 @@ def test_every_section_ran(kit):
     assert summary["sections_failed"] == []
     assert set(results["sections_seconds"]) == {"environment", "matmul_peak", "prm_scoring_tiny-a",
                                                 "prm_scoring_tiny-b", "grpo_smoke", "grpo_dense_credit",
-                                                "reward_share", "step_value_head", "prm_train"}
+                                                "reward_share", "step_value_head", "prm_train",
+                                                "reasonflux_targets"}
     assert results["mode"] == "cpu" and results["matmul_peak"]["tflops"] > 0
 
 
@@ -99,3 +100,12 @@ def test_prm_train_steps_the_trainer_and_fits_a_fixed_batch(kit):
     assert fixed["rows"] > 0 and fixed["steps"] == len(fixed["losses"]) == 6
     # The tiny model's loss on one batch falls step after step, well clear of noise.
     assert fixed["loss_falls"] and fixed["last_loss"] < 0.9 * fixed["first_loss"]
+
+
+def test_reasonflux_targets_label_every_step_with_the_judge_and_encoder(kit):
+    results, summary = kit
+    report = results["reasonflux_targets"]
+    assert summary["reasonflux_targets_passed"] and report["ratings_in_unit_interval"]
+    assert report["pairs"] == 1 and report["steps"] >= report["steps_with_alignment"] > 0
+    assert summary["reasonflux_targets_steps_per_s"] == report["steps_per_s"] > 0
+    assert report["seconds"]["total"] >= report["seconds"]["judge"] + report["seconds"]["encoder"] > 0

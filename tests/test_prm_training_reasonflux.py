@@ -127,6 +127,22 @@ def test_local_judge_prompt_keeps_braces_and_never_substitutes_inside_the_texts(
     assert all(0 < r < 1 for r in ratings) and alone[0] == pytest.approx(ratings[1], abs=1e-5)  # padding-free
 
 
+def test_local_judge_rates_in_length_sorted_batches_as_one_query_at_a_time_with_all_logits(tmp_path):
+    # Batches are sorted by length and only the last logits computed: the ratings must come back in the queries'
+    # order and equal the plain reference (one prompt per forward, the full logits, the last position's softmax).
+    policy = str(write_tiny_models(tmp_path / "tiny").policy)
+    judge = LocalJudge(policy, yes="1", no="0", device="cpu", batch_size=3)
+    queries = [StepQuery("1+1?", ("a",) * k, f"Step {k}." * (1 + k % 3), "So 2.") for k in range(7)]
+    yes, no = judge.answer_ids
+    reference = []
+    for query in queries:
+        ids = judge.tokenizer(judge.prompt(query), return_tensors="pt", add_special_tokens=False)
+        logits = judge.model(**ids).logits[0, -1, [yes, no]]
+        reference.append(torch.softmax(logits, dim=-1)[0].item())
+    assert judge.rate(queries) == pytest.approx(reference, abs=1e-5)
+    assert len(set(round(r, 6) for r in reference)) > 1  # the queries differ, so would a misordering
+
+
 def test_local_judge_refuses_answers_of_several_tokens_and_prompts_without_placeholders(tmp_path):
     policy = str(write_tiny_models(tmp_path / "tiny").policy)
     with pytest.raises(ConfigError, match="not one"):

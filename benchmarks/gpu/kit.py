@@ -26,6 +26,10 @@ the code is checked without a GPU (the test suite does this). Sections, each rec
    batches of 16384) over step- and trajectory-labelled pairs of section 2's traces, encoded by ``encode_pair``:
    training tokens/s after a warm-up step, peak GPU memory, and the loss on one fixed batch trained on repeatedly,
    which must fall.
+9. ``reasonflux_targets``: ``prm label --method reasonflux``'s models on this device: a random 0.5B-shape Qwen2 as
+   both the sentence encoder and the step-quality judge (``SentenceEncoder``, ``LocalJudge``), labelling 16 of section
+   2's traces (one chunk, ``reasonflux_targets``): steps/s of the whole labelling, of the encoder's passes and of the
+   judge's, peak GPU memory; every step must get a rating in (0, 1) and an alignment or no alignment as its rule says.
 """
 
 from __future__ import annotations
@@ -87,17 +91,21 @@ class Sizes:
     train_batch_tokens: int
     fixed_batch_steps: int
     train_learning_rate: float
+    targets_shape: dict[str, Any]
+    targets_pairs: int
     vocab_size: int | None = QWEN_VOCAB
 
 
 GPU = Sizes(device="cuda", matmul=8192, prm_shapes={"qwen2.5-1.5b": QWEN_1_5B, "qwen2.5-7b": QWEN_7B}, calls=8,
             group=8, max_length=4096, rounds=3, share_policy=QWEN_0_5B, share_prm="qwen2.5-1.5b", share_prompts=8,
             share_generations=8, share_new_tokens=512, train_shape=QWEN_1_5B, train_steps=8, train_batch_tokens=16384,
-            fixed_batch_steps=8, train_learning_rate=1e-4)
+            fixed_batch_steps=8, train_learning_rate=1e-4, targets_shape=QWEN_0_5B,
+            targets_pairs=16)
 CPU = Sizes(device="cpu", matmul=256, prm_shapes={"tiny-a": TINY, "tiny-b": TINY_B},
             calls=2, group=4, max_length=4096, rounds=1, share_policy=TINY, share_prm="tiny-a", share_prompts=2,
             share_generations=4, share_new_tokens=16, train_shape=TINY, train_steps=3, train_batch_tokens=4096,
-            fixed_batch_steps=6, train_learning_rate=1e-3, vocab_size=None)
+            fixed_batch_steps=6, train_learning_rate=1e-3, targets_shape=TINY, targets_pairs=1,
+            vocab_size=None)
 
 
 def log(message: str) -> None:
@@ -602,6 +610,62 @@ def prm_train(sizes: Sizes, tokenizer, calls: list[dict], tmp: Path) -> dict[str
     return report
 
 
+def reasonflux_targets(sizes: Sizes, tokenizer, calls: list[dict], tmp: Path) -> dict[str, Any]:
+    """Section 9: the models of ``prm label --method reasonflux`` on this device, labelling section 2's traces."""
+    import torch
+
+    from reasonflux_rl.prm_training.fields import LabelledPair
+    from reasonflux_rl.prm_training.reasonflux_targets import (
+        LocalJudge,
+        PairSteps,
+        SentenceEncoder,
+        reasonflux_targets,
+    )
+
+    path = str(_save_random_policy(sizes.targets_shape, tokenizer, tmp / "targets-model", sizes))
+    encoder = SentenceEncoder(path, device=sizes.device)
+    # The kit's tokenizer has one-token digits, not a one-token "Yes": the answers' words do not change the cost.
+    judge = LocalJudge(path, yes="1", no="0", device=sizes.device)
+    batch = [PairSteps.of(LabelledPair(k, c["problem"], x))
+             for k, (c, x) in enumerate((c, x) for c in calls for x in c["completions"])][:sizes.targets_pairs]
+    seconds = {"encoder": 0.0, "judge": 0.0}
+
+    def timed(name: str, work: Callable) -> Callable:
+        def call(*args):
+            synchronize(sizes.device)
+            start = time.perf_counter()
+            value = work(*args)
+            synchronize(sizes.device)
+            seconds[name] += time.perf_counter() - start
+            return value
+        return call
+
+    class TimedJudge:
+        rate = staticmethod(timed("judge", judge.rate))
+
+    reasonflux_targets(batch[:2], encoder, judge)  # warm-up: kernels and allocator
+    seconds.update(encoder=0.0, judge=0.0)
+    if sizes.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    synchronize(sizes.device)
+    start = time.perf_counter()
+    rows = reasonflux_targets(batch, timed("encoder", encoder), TimedJudge())
+    synchronize(sizes.device)
+    total = time.perf_counter() - start
+    steps = sum(len(row.fused) for row in rows)
+    ratings = [q for row in rows for q in row.quality]
+    return {
+        "shape": sizes.targets_shape, "pairs": len(batch), "steps": steps,
+        "steps_per_s": round(steps / total, 1),
+        "judge_steps_per_s": round(steps / seconds["judge"], 1),
+        "encoder_steps_per_s": round(steps / seconds["encoder"], 1),
+        "seconds": {"total": round(total, 2), **{k: round(v, 2) for k, v in seconds.items()}},
+        "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20) if sizes.device == "cuda" else None,
+        "ratings_in_unit_interval": all(0.0 < q < 1.0 for q in ratings) and len(ratings) == steps,
+        "steps_with_alignment": sum(a is not None for row in rows for a in row.alignment),
+    }
+
+
 def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     """The issue's targets, met or not, read off the largest PRM shape's numbers."""
     shape = list(sizes.prm_shapes)[-1]
@@ -627,6 +691,9 @@ def summarise(results: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
         "step_value_head_passed": _step_value_head_passed(results.get("step_value_head", {})),
         "prm_train_tokens_per_s": results.get("prm_train", {}).get("tokens_per_s"),
         "prm_train_passed": _prm_train_passed(results.get("prm_train", {})),
+        "reasonflux_targets_steps_per_s": results.get("reasonflux_targets", {}).get("steps_per_s"),
+        "reasonflux_targets_passed": (None if "steps" not in results.get("reasonflux_targets", {})
+                                      else results["reasonflux_targets"]["ratings_in_unit_interval"]),
         "sections_failed": sorted(k for k, v in results.items() if isinstance(v, dict) and "error" in v),
     }
 
@@ -647,7 +714,7 @@ def _prm_train_passed(report: dict[str, Any]) -> bool | None:
 
 
 SECTIONS = ("environment", "matmul_peak", "prm_scoring", "grpo_smoke", "grpo_dense_credit", "reward_share",
-            "step_value_head", "prm_train")
+            "step_value_head", "prm_train", "reasonflux_targets")
 
 
 def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
@@ -700,6 +767,8 @@ def run(sizes: Sizes, out: Path, sections: tuple[str, ...] = SECTIONS) -> dict[s
         section("step_value_head", lambda: step_value_head(sizes, tmp, calls))
         release_memory(sizes)
         section("prm_train", lambda: prm_train(sizes, tokenizer, calls, tmp))
+        release_memory(sizes)
+        section("reasonflux_targets", lambda: reasonflux_targets(sizes, tokenizer, calls, tmp))
     return results
 
 

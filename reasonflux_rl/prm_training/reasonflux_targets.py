@@ -415,11 +415,17 @@ class LocalJudge:
 
     @torch.no_grad()
     def rate(self, queries: Sequence[StepQuery]) -> list[float]:
-        ratings: list[float] = []
         answer_ids = self.answer_ids
-        for start in range(0, len(queries), self.batch_size):
-            prompts = [self.prompt(q) for q in queries[start : start + self.batch_size]]
-            encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-            logits = self.model(**encoded.to(self.device)).logits[:, -1, answer_ids].float()
-            ratings += torch.softmax(logits, dim=-1)[:, 0].tolist()
+        prompts = [self.prompt(q) for q in queries]
+        # Batches of similar lengths pad little; only the last position's logits are needed (a full [batch, length,
+        # vocabulary] tensor of a 150k-word judge is gigabytes).
+        order = sorted(range(len(prompts)), key=lambda k: -len(prompts[k]))
+        ratings = [0.0] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start : start + self.batch_size]
+            encoded = self.tokenizer([prompts[k] for k in chosen], return_tensors="pt", padding=True,
+                                     add_special_tokens=False)
+            logits = self.model(**encoded.to(self.device), logits_to_keep=1).logits[:, -1, answer_ids].float()
+            for k, rating in zip(chosen, torch.softmax(logits, dim=-1)[:, 0].tolist()):
+                ratings[k] = rating
         return ratings
