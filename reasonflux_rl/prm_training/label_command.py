@@ -258,6 +258,16 @@ class PRMLabelArguments(_Base):
         return self.method == "mc" or self.trajectory_target == "template"
 
     @property
+    def uses_judge(self) -> bool:
+        """``reasonflux`` rates steps with the judge, the ``template`` target has it write templates."""
+        return self.method == "reasonflux" or self.trajectory_target == "template"
+
+    @property
+    def judge_name(self) -> str:
+        """The judge as the cost line names it: its checkpoint, or its servers."""
+        return self.judge or ", ".join(self.judge_urls or [])
+
+    @property
     def needs_gold(self) -> bool:
         """``mc`` and the ``outcome`` trajectory target judge answers against the gold."""
         return self.method == "mc" or self.trajectory_target in ("outcome", "template")
@@ -266,13 +276,15 @@ class PRMLabelArguments(_Base):
         """What changes the targets, for the store: a resumed run must use the same."""
         keys = ["method", "trajectory_target", "prm_parts", "thinking_prefilled"]
         prompts: list[str] = []
+        if self.samples_policy or self.uses_judge:
+            keys += ["seed", "chunk_size"]
         if self.samples_policy:
-            keys += ["backend", "temperature", "top_p", "max_new_tokens", "seed", "chunk_size"]
+            keys += ["backend", "temperature", "top_p", "max_new_tokens"]
         if self.method == "mc":
             keys += ["rollouts", "hard"]
         models = {"policy": self.policy}
-        if self.method == "reasonflux" or self.trajectory_target == "template":
-            keys += ["judge_urls", "judge_model", "seed", "chunk_size"]
+        if self.uses_judge:
+            keys += ["judge_urls", "judge_model"]
             models["judge"] = self.judge
         if self.method == "reasonflux":
             keys += ["judge_yes", "judge_no", "judge_answer", "match", "coherence_temperature", "coherence_negatives"]
@@ -370,11 +382,11 @@ def _cost(run: _Labelling) -> str:
     if args.method == "reasonflux":
         split = [PairSteps.of(p, args.thinking_prefilled) for p in run.pairs]
         texts = sum(len(s.thinking) + len(s.response) for s in split)
-        judge = args.judge or ", ".join(args.judge_urls or [])
-        line += f": {steps} judge calls of {judge}, {texts} step texts (and the merged blocks) through {args.encoder}"
+        line += (f": {steps} judge calls of {args.judge_name}, {texts} step texts (and the merged blocks) through "
+                 f"{args.encoder}")
     if args.trajectory_target == "template":
         line += (f"; trajectory target template: {len(run.pairs)} templates written by "
-                 f"{args.judge or ', '.join(args.judge_urls or [])}, {len(run.pairs)} x {args.template_rollouts} = "
+                 f"{args.judge_name}, {len(run.pairs)} x {args.template_rollouts} = "
                  f"{len(run.pairs) * args.template_rollouts} answers of {args.policy}")
     return line
 
@@ -382,7 +394,7 @@ def _cost(run: _Labelling) -> str:
 def _model_keys(args: PRMLabelArguments) -> list[str]:
     """The keys naming the local models the run loads."""
     keys = ({"policy"} if args.samples_policy else set()) | ({"encoder"} if args.method == "reasonflux" else set())
-    if args.judge and (args.method == "reasonflux" or args.trajectory_target == "template"):
+    if args.judge and args.uses_judge:
         keys.add("judge")
     return sorted(keys)
 
@@ -430,7 +442,7 @@ def _load_models(args: PRMLabelArguments) -> _Models:
                                       prompts_per_batch=args.prompts_per_batch, seed=args.seed, device=args.device)
     if args.method == "reasonflux":
         models.encoder = SentenceEncoder(args.encoder, device=args.device, batch_size=args.batch_size)
-    if args.method == "reasonflux" or args.trajectory_target == "template":
+    if args.uses_judge:
         models.judge = _quality_judge(args)
     return models
 
