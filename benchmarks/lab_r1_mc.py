@@ -49,24 +49,29 @@ POLICY = SHIPPED / "r1" / "policy"
 BUILD_PAIRS = LabBuildArguments().prm_examples
 
 
-def targets_by_kind(labelled: Path) -> dict[str, dict[str, float]]:
-    """Mean step target (and count) of each kind of step the judge names, over the rows of ``labelled``."""
+def targets_by_kind(labelled: Path, column: str = "step_targets") -> dict[str, dict[str, float]]:
+    """Mean step target (and count) of each kind of step the judge names, over the rows of ``labelled`` (``column``:
+    the targets' column; a step without one is left out)."""
     by_kind: dict[str, list[float]] = {}
     for line in labelled.read_text().splitlines():
         row = json.loads(line)
-        for target, kind in zip(row["step_targets"], row["kinds"]):
-            by_kind.setdefault(kind, []).append(target)
+        for target, kind in zip(row[column], row["kinds"], strict=True):
+            if target is not None:
+                by_kind.setdefault(kind, []).append(target)
     return {kind: {"steps": len(targets), "mean_target": round(statistics.fmean(targets), 4)}
             for kind, targets in sorted(by_kind.items())}
 
 
-def error_auroc(labelled: Path) -> float | None:
-    """How well a row set's step targets rank the judge's errors (label false) below its other steps."""
+def error_auroc(labelled: Path, column: str = "step_targets") -> float | None:
+    """How well a row set's step targets (``column``) rank the judge's errors (label false) below its other steps;
+    a step without a target is left out."""
     targets, errors = [], []
     for line in labelled.read_text().splitlines():
         row = json.loads(line)
-        targets += [-t for t in row["step_targets"]]
-        errors += [not label for label in row["labels"]]
+        for target, label in zip(row[column], row["labels"], strict=True):
+            if target is not None:
+                targets.append(-target)
+                errors.append(not label)
     return auroc(targets, errors)
 
 

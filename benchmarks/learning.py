@@ -414,34 +414,43 @@ def train_seconds(out: Path, arm_names: list[str], seeds: int) -> int:
                      for arm in arm_names for seed in range(seeds)))
 
 
-def unfinished_scores(count: int = 96) -> dict[str, dict[str, float]]:
-    """Each R1 PRM's mean score, as the reward reads a completion (mean over its steps), of ``count`` written
-    held-out solutions in the style the PRMs were trained on, by whether their answer is right, and of the same
-    trajectories cut before ``</think>`` (no answer: how a completion clipped at the length limit reads). A PRM that
-    scores the cut trajectories above the finished ones pays the policy for never answering."""
+def unfinished_rows(count: int = 96) -> list[dict[str, Any]]:
+    """``count`` written held-out solutions in the style the R1 PRMs were trained on (labelled rows)."""
     import random
 
     from reasonflux_rl.lab.build import TASKS, LabBuildArguments
-    from reasonflux_rl.lab.task import boxed_answer, problems
+    from reasonflux_rl.lab.task import problems
     from reasonflux_rl.lab.thinking import ThinkingStyle, labelled_r1_solutions
+
+    style = ThinkingStyle(*LabBuildArguments().prm_thinking)
+    return labelled_r1_solutions(problems("eval", lengths=TASKS["r1"].lengths), count, style,
+                                 random.Random("unfinished"))
+
+
+def prm_unfinished(prm: str | Path, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """A PRM's mean score, as the reward reads a completion (mean over its steps), of ``rows``'s trajectories by
+    whether their answer is right, and of the same trajectories cut before ``</think>`` (no answer: how a completion
+    clipped at the length limit reads). A PRM that scores the cut trajectories above the finished ones pays the
+    policy for never answering."""
+    from reasonflux_rl.lab.task import boxed_answer
     from reasonflux_rl.prm import load_scorer
     from reasonflux_rl.rewards.prm import PRMReward
 
-    style = ThinkingStyle(*LabBuildArguments().prm_thinking)
-    rows = labelled_r1_solutions(problems("eval", lengths=TASKS["r1"].lengths), count, style,
-                                 random.Random("unfinished"))
     texts = [r["problem"] for r in rows]
     right = [boxed_answer(r["completion"]) == int(r["solution"]) for r in rows]
-    out = {}
-    for name, path in R1_PRMS.items():
-        scorer = load_scorer(path, system_prompt="", thinking_prefilled=True, device="cpu")
-        reward = PRMReward(scorer, thinking_prefilled=True)
-        finished = reward(prompts=texts, completions=[r["completion"] for r in rows], problem=texts)
-        cut = reward(prompts=texts, completions=[r["completion"].split("</think>")[0] for r in rows], problem=texts)
-        out[name] = {"finished_right": round(statistics.fmean(s for s, ok in zip(finished, right) if ok), 4),
-                     "finished_wrong": round(statistics.fmean(s for s, ok in zip(finished, right) if not ok), 4),
-                     "unfinished": round(statistics.fmean(cut), 4), "rows": count, "right": sum(right)}
-    return out
+    reward = PRMReward(load_scorer(str(prm), system_prompt="", thinking_prefilled=True, device="cpu"),
+                       thinking_prefilled=True)
+    finished = reward(prompts=texts, completions=[r["completion"] for r in rows], problem=texts)
+    cut = reward(prompts=texts, completions=[r["completion"].split("</think>")[0] for r in rows], problem=texts)
+    return {"finished_right": round(statistics.fmean(s for s, ok in zip(finished, right) if ok), 4),
+            "finished_wrong": round(statistics.fmean(s for s, ok in zip(finished, right) if not ok), 4),
+            "unfinished": round(statistics.fmean(cut), 4), "rows": len(rows), "right": sum(right)}
+
+
+def unfinished_scores(count: int = 96) -> dict[str, dict[str, float]]:
+    """[`prm_unfinished`] of each R1 PRM on the same ``count`` held-out solutions ([`unfinished_rows`])."""
+    rows = unfinished_rows(count)
+    return {name: prm_unfinished(path, rows) for name, path in R1_PRMS.items()}
 
 
 def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, out: Path,
