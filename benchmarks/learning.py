@@ -29,11 +29,14 @@ Besides the curve, each arm reports the hacking diagnostics of its training logs
 completion, single- and no-step completions, completion length and clipping, the share of self-correcting thinking
 paragraphs, completions without a boxed answer: first tenth of training against last third) and, per seed and as a
 majority, ``hacked`` and ``collapsed`` by ``reasonflux_rl.train.verdict.safety``'s rules. ``hypotheses`` gives each of
-the four claims the lab tests a verdict (``r1_hypotheses``: supported, contradicted or inconclusive, with the AUC
+the five claims the lab tests a verdict (``r1_hypotheses``: supported, contradicted or inconclusive, with the AUC
 differences and their standard errors over seeds, or the hacked/collapsed counts), and ``targets`` the two targets.
 The arms, budget and rules were fixed before any of its runs was looked at. ``prm_unfinished``
 (``unfinished_scores``), added after the runs to find out why the trajectory-aware arms were hacked: each PRM's
 mean score of written held-out solutions, right and wrong, and of the same trajectories cut before ``</think>``.
+
+The two ``reasonflux_targets`` arms (the fifth claim) were added later, with the PRM that
+``benchmarks/lab_r1_reasonflux.py`` trains from the paper's own step targets, fixed before their runs.
 
 Runs land in ``--out``; running again with the same ``--out`` reuses the runs that finished (their
 ``trainer_state.json`` and ``train_results.json`` are all it reads, so committed ones are reused too).
@@ -68,7 +71,9 @@ ARMS: dict[str, dict[str, str]] = {
 }
 R1_RECIPE = REPO / "recipes/lab/r1_cpu.yaml"
 R1_ASSETS = ASSETS / "r1"
-R1_PRMS = {name: str(R1_ASSETS / f"prm_{name}") for name in ("standard", "trajectory_aware")}
+R1_PRMS = {**{name: str(R1_ASSETS / f"prm_{name}") for name in ("standard", "trajectory_aware")},
+           # The trajectory-aware PRM trained from the paper's own step targets (benchmarks/lab_r1_reasonflux.py).
+           "reasonflux_targets": str(REPO / "benchmarks/results/lab_r1_reasonflux/prm")}
 # The R1-style lab's budget, fixed before its first run: half the chains lab's batch and 40 steps at twice its
 # learning rate. Estimated at 3 minutes a run (44 in about 2 hours); measured 3 to 5 minutes alone on 2 cores (44
 # runs: about 3 hours), kept as fixed so that every arm runs the same budget.
@@ -102,7 +107,12 @@ R1_ARMS: dict[str, dict[str, str]] = {
     "standard_only": _prm_arm("standard", "1"),
     "trajectory_aware_only": _prm_arm("trajectory_aware", "1"),
     "trajectory_aware_only_suffix_sum": _prm_arm("trajectory_aware", "1", "suffix_sum"),
+    # Added with the reasonflux-targets PRM, fixed before their runs: the paper's use and the safe credit.
+    "reasonflux_targets_sequence": _prm_arm("reasonflux_targets", "0.5"),
+    "reasonflux_targets_soft_min": _prm_arm("reasonflux_targets", "0.5", "soft_min"),
 }
+REASONFLUX_ARMS = ("reasonflux_targets_sequence", "reasonflux_targets_soft_min")
+REASONFLUX_BASELINES = ("trajectory_aware_sequence", "trajectory_aware_soft_min")
 OUTCOME = "outcome_only"
 SEQUENCE_ARM = "prm_mixed_beta0.5"
 STEPS_FRACTION_TARGET = 2 / 3
@@ -376,7 +386,22 @@ def r1_hypotheses(arms: dict[str, dict[str, Any]], seeds: int) -> dict[str, dict
         else {"verdict": "inconclusive", "why": "needs trajectory_aware_sequence and a dense arm"})
     if "standard_suffix_sum" in arms and "standard_sequence" in arms:
         out["step_credit_beats_sequence"]["standard"] = _difference(arms, "standard_suffix_sum", "standard_sequence")
+    out["reasonflux_targets_help"] = _reasonflux_targets(arms, seeds)
     return out
+
+
+def _reasonflux_targets(arms: dict[str, dict[str, Any]], seeds: int) -> dict[str, Any]:
+    """The fifth claim: the PRM trained from the paper's step targets, at the sequence level (the paper's use), is
+    not hacked where the judge-labelled one was, and teaches faster than that one and than the outcome alone."""
+    new, old = REASONFLUX_ARMS[0], REASONFLUX_BASELINES[0]
+    if not {new, old, OUTCOME} <= set(arms):
+        return {"verdict": "inconclusive", "why": f"needs {new}, {old} and {OUTCOME}"}
+    against = [_difference(arms, new, old), _difference(arms, new, OUTCOME)]
+    hacked = {arm: arms[arm]["hacked_seeds"] for arm in (*REASONFLUX_ARMS, *REASONFLUX_BASELINES) if arm in arms}
+    verdicts, unsafe = {d["verdict"] for d in against}, _unsafe_share(arms[new], seeds) >= MAJORITY
+    verdict = ("supported" if verdicts == {"supported"} and not unsafe
+               else "contradicted" if "contradicted" in verdicts or unsafe else "inconclusive")
+    return {"verdict": verdict, "hacked_seeds": hacked, "auc": against}
 
 
 def r1_targets(arms: dict[str, dict[str, Any]], steps: int) -> dict[str, Any]:
@@ -479,6 +504,12 @@ def measure_r1(arm_names: list[str], seeds: int, steps: int, eval_steps: int, ou
     }
     figure = plot(arms, out / "learning_r1.png", "The R1-style lab: held-out accuracy by reward (mean ± sd over seeds)")
     report["figure"] = None if figure is None else str(figure)
+    # The fifth claim's arms beside their baselines, readable apart from the other eleven.
+    fifth = {a: arms[a] for a in (OUTCOME, *REASONFLUX_BASELINES, *REASONFLUX_ARMS) if a in arms}
+    if any(a in arms for a in REASONFLUX_ARMS):
+        figure = plot(fifth, out / "learning_r1_reasonflux.png",
+                      "PRM from reasonflux targets against the judge-labelled PRM (mean ± sd over seeds)")
+        report["figure_reasonflux_targets"] = None if figure is None else str(figure)
     (out / "learning_r1.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

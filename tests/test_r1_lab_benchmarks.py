@@ -64,7 +64,7 @@ def test_r1_report_shows_the_trajectory_aware_prm_paying_for_unfinished_thinking
     # The finding the docs give for the hacked arms: the shipped trajectory-aware PRM scores a trajectory cut before
     # </think> above the finished one, the standard PRM does not.
     unfinished = r1_report[0]["prm_unfinished"]
-    assert set(unfinished) == {"standard", "trajectory_aware"}
+    assert set(unfinished) == {"standard", "trajectory_aware", "reasonflux_targets"}
     aware, standard = unfinished["trajectory_aware"], unfinished["standard"]
     assert aware["unfinished"] > max(aware["finished_right"], aware["finished_wrong"])
     assert standard["unfinished"] < min(standard["finished_right"], standard["finished_wrong"])
@@ -75,7 +75,7 @@ def test_r1_quick_hypotheses_have_verdicts(r1_report):
     report, _ = r1_report
     hypotheses = report["hypotheses"]
     assert set(hypotheses) == {"trajectory_aware_teaches_faster", "sum_form_credit_hacks", "mixing_prevents_hacking",
-                               "step_credit_beats_sequence"}
+                               "step_credit_beats_sequence", "reasonflux_targets_help"}
     assert all(h["verdict"] in VERDICTS for h in hypotheses.values())
     # The quick run has no standard arm and no guarded arm: those claims cannot be judged.
     assert hypotheses["trajectory_aware_teaches_faster"]["verdict"] == "inconclusive"
@@ -98,12 +98,18 @@ def test_hypotheses_follow_from_the_numbers():
         "sum_form_credit_hacks": "supported",  # suffix_sum unsafe in 4 of 4 seeds, the guarded arms in none
         "mixing_prevents_hacking": "supported",  # PRM alone hacked in 4 seeds, its mix in none
         "step_credit_beats_sequence": "contradicted",  # the best dense arm (10.5) below the sequence arm (20.5)
+        "reasonflux_targets_help": "contradicted",  # 10.5 against the judge-labelled sequence arm's 20.5
     }
     arms["trajectory_aware_sequence"] = _arm([10, 12, 9, 11])
     arms["trajectory_aware_soft_min"] = _arm([9, 13, 10, 10], collapsed=4)
     verdicts = {name: h["verdict"] for name, h in learning.r1_hypotheses(arms, 4).items()}
     assert verdicts["step_credit_beats_sequence"] == "inconclusive"  # within seed noise
     assert verdicts["sum_form_credit_hacks"] == "contradicted"  # soft_min as unsafe as suffix_sum
+    arms["reasonflux_targets_sequence"] = _arm([30, 31, 30, 31])
+    help_ = learning.r1_hypotheses(arms, 4)["reasonflux_targets_help"]
+    assert help_["verdict"] == "supported"  # beyond both baselines, hacked in no seed
+    arms["reasonflux_targets_sequence"] = _arm([30, 31, 30, 31], hacked=2)
+    assert learning.r1_hypotheses(arms, 4)["reasonflux_targets_help"]["verdict"] == "contradicted"  # half hacked
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +198,60 @@ def test_selection_gain_is_beyond_noise_only_past_twice_its_standard_error():
     assert offline_uses.selection_gain(arms, "a", "b") == {"gain": 7.0, "standard_error": 1.29, "beyond_noise": True}
     # sd 7 over 3 seeds: a gain of 4 is within twice its standard error (2 * 4.08).
     assert offline_uses.selection_gain(arms, "c", "b") == {"gain": 4.0, "standard_error": 4.08, "beyond_noise": False}
+
+
+@pytest.fixture(scope="module")
+def reasonflux_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab-r1-reasonflux")
+    report = _run("benchmarks/lab_r1_reasonflux.py", "--quick", "--out", str(out))
+    assert json.loads((out / "lab_r1_reasonflux.json").read_text()) == report
+    return report, out
+
+
+def test_reasonflux_quick_quality_is_the_judges_label_and_fused_lies_between_the_components(reasonflux_report):
+    report, out = reasonflux_report
+    quality = report["components"]["quality"]
+    assert quality["error_auroc"] == 1.0
+    assert {kind: v["mean_target"] for kind, v in quality["by_kind"].items()} == {
+        kind: float(kind not in ("wrong_uncorrected", "response_wrong")) for kind in quality["by_kind"]}
+    rows = [json.loads(line) for line in (out / "data" / "train-reasonflux.jsonl").read_text().splitlines()]
+    assert len(rows) == report["pairs"] == 16
+    for row in rows:
+        for k, fused in enumerate(row["reasonflux_targets"]):
+            present = [row[f"step_{c}"][k] for c in ("alignment", "quality", "coherence")
+                       if row[f"step_{c}"][k] is not None]
+            assert min(present) - 1e-9 <= fused <= max(present) + 1e-9
+    # Both PRMs were measured on the same held-out pairs, and probed on the same unfinished trajectories.
+    given, reasonflux = report["arms"]["given"], report["arms"]["reasonflux"]
+    assert given["held_out"]["kinds"].keys() == reasonflux["held_out"]["kinds"].keys()
+    assert {k: v["steps"] for k, v in given["held_out"]["kinds"].items()} == {
+        k: v["steps"] for k, v in reasonflux["held_out"]["kinds"].items()}
+    assert given["unfinished"]["rows"] == reasonflux["unfinished"]["rows"] == 96
+    assert (out / "reasonflux" / "prm" / "config.json").exists()
+
+
+def test_reasonflux_quick_verdicts_follow_from_the_numbers(reasonflux_report):
+    import lab_r1_reasonflux
+
+    report, _ = reasonflux_report
+    assert lab_r1_reasonflux.hypotheses(report["components"], report["arms"]) == report["hypotheses"]
+    arms = {"given": {"held_out": {"trajectory_overlap": 0.8},
+                      "unfinished": {"unfinished": 0.7, "finished_right": 0.6}},
+            "reasonflux": {"held_out": {"trajectory_overlap": 0.7},
+                           "unfinished": {"unfinished": 0.5, "finished_right": 0.6}}}
+    components = {"alignment": {"error_auroc": 0.7}, "coherence": {"error_auroc": 0.55}}
+    verdicts = {k: v["verdict"] for k, v in lab_r1_reasonflux.hypotheses(components, arms).items()}
+    assert verdicts == {"alignment_and_coherence_carry_error_signal": "contradicted",  # coherence at 0.55
+                        "reasonflux_prm_separates_answers_better": "supported",  # 0.1 less overlap
+                        "reasonflux_prm_does_not_pay_for_unfinished": "supported"}
+
+
+def test_lab_judge_refuses_a_step_it_never_labelled():
+    import lab_r1_reasonflux
+
+    from reasonflux_rl.prm_training.reasonflux_targets import StepQuery
+
+    judge = lab_r1_reasonflux.LabJudge([{"problem": "Start at 1.", "completion": "F(1) = 3\n</think>\n\nF(1) = 3",
+                                         "labels": [True, True]}])
+    with pytest.raises(RuntimeError, match="no label"):
+        judge.rate([StepQuery("Start at 1.", (), "F(1) = 4", "F(1) = 3")])
