@@ -74,7 +74,8 @@ def pair_steps(row: dict[str, Any]) -> PairSteps:
 class LabJudge:
     """The lab's judge as a [`~reasonflux_rl.prm_training.reasonflux_targets.StepJudge`]: a step's rating is the
     judge's label of it (1 right, 0 wrong) in the labelled rows it was built from. A query that is not one of their
-    steps is an error, never a guess.
+    steps is an error, never a guess; so is a step that two rows read alike (the same problem, steps before it and
+    response) and label differently (on the build's 8,000 pairs, 19,090 steps recur, none labelled both ways).
 
     Example:
     ```python
@@ -97,7 +98,9 @@ class LabJudge:
             keys = [(part, k) for part in ("thinking", "response") for k in range(len(getattr(steps, part)))]
             for (part, k), label in zip(keys, row["labels"], strict=True):
                 texts = getattr(steps, part)
-                self.labels[steps.problem, texts[:k], texts[k], response] = float(label)
+                key = (steps.problem, texts[:k], texts[k], response)
+                if self.labels.setdefault(key, float(label)) != float(label):
+                    raise ValueError(f"two rows read the same step {key} and the judge labelled it both ways")
 
     def rate(self, queries: Sequence[StepQuery]) -> list[float]:
         try:
@@ -178,6 +181,46 @@ def measure(pairs: int, epochs: float, held_out: int, out: Path) -> dict[str, An
     }
 
 
+KIND_ORDER = ("right", "wrong_uncorrected", "wrong_corrected", "correction", "check", "response_right",
+              "response_wrong")
+
+
+def plot(report: dict[str, Any], path: Path) -> Path | None:
+    """Two panels by kind of step: each training target's mean (the judge's labels, the fused target and its
+    alignment and coherence), and each PRM's mean held-out score; ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    components = report["components"]
+    panels = (("training targets (8,000 pairs)" if not report["quick"] else "training targets",
+               {"judge (given)": components["quality"]["by_kind"], "fused (reasonflux)": components["fused"]["by_kind"],
+                "alignment": components["alignment"]["by_kind"], "coherence": components["coherence"]["by_kind"]},
+               "mean_target"),
+              ("the PRMs on held-out pairs", {f"PRM from {arm}": report["arms"][arm]["held_out"]["kinds"]
+                                              for arm in report["arms"]}, "mean_score"))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4), dpi=120, sharey=True)
+    kinds = [k for k in KIND_ORDER if k in components["fused"]["by_kind"]]
+    for axis, (title, series, key) in zip(axes, panels):
+        width = 0.8 / len(series)
+        for index, (name, by_kind) in enumerate(series.items()):
+            axis.bar([k + index * width for k in range(len(kinds))],
+                     [by_kind[kind][key] if kind in by_kind else 0.0 for kind in kinds], width, label=name)
+        axis.set_xticks([k + 0.4 - width / 2 for k in range(len(kinds))], [k.replace("_", "\n") for k in kinds],
+                        fontsize=8)
+        axis.set(title=title, ylim=(0, 1.25))
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=8, loc="upper center", ncol=len(series))
+    axes[0].set_ylabel("mean, by kind of step")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 pairs, 8 held out, 1 epoch: a check")
@@ -192,6 +235,8 @@ def main() -> None:
         report = {**measure(*settings, out), "quick": args.quick}
     report["seconds"] = round(time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
+    figure = plot(report, out / "lab_r1_reasonflux.png")
+    report["figure"] = None if figure is None else figure.name
     (out / "lab_r1_reasonflux.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 

@@ -333,7 +333,7 @@ def _unsafe_share(arm: dict[str, Any], seeds: int) -> float:
 
 
 def r1_hypotheses(arms: dict[str, dict[str, Any]], seeds: int) -> dict[str, dict[str, Any]]:
-    """The four claims, each ``supported``, ``contradicted`` or ``inconclusive`` with its numbers (arms missing from
+    """The five claims, each ``supported``, ``contradicted`` or ``inconclusive`` with its numbers (arms missing from
     the run: ``inconclusive``, with the reason)."""
     def best(names: list[str]) -> str | None:
         present = [n for n in names if n in arms]

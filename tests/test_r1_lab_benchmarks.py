@@ -1,7 +1,9 @@
-"""The R1-style lab's benchmarks (``learning.py --lab r1``, ``lab_r1_mc.py``, ``offline_uses.py``) run ``--quick`` on
-reduced sizes and report what they claim: every arm's curve, diagnostics and safety flags, the hypotheses' verdicts
-following from the numbers; both label sets of the mc benchmark on the same pairs; both PRMs' Best-of-N tables on the
-same candidates; the data selection's arms tuned on each PRM's top k, random k and the pool. Whether targets are met
+"""The R1-style lab's benchmarks (``learning.py --lab r1``, ``lab_r1_mc.py``, ``lab_r1_reasonflux.py``,
+``offline_uses.py``) run ``--quick`` on reduced sizes and report what they claim: every arm's curve, diagnostics and
+safety flags, the hypotheses' verdicts following from the numbers; both label sets of the mc benchmark on the same
+pairs; the reasonflux targets' quality being the judge's labels and the fusion lying between its components; both
+PRMs' Best-of-N tables on the same candidates; the data selection's arms tuned on each PRM's top k, random k and the
+pool. Whether targets are met
 is the benchmarks' business."""
 
 import json
@@ -27,19 +29,20 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "WANDB_MODE"}, "TOKENIZERS
 VERDICTS = {"supported", "contradicted", "inconclusive"}
 
 
-def _run(*command, timeout=600):
-    proc = subprocess.run([sys.executable, *command], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def _quick(tmp_path_factory, script, report_name, *options):
+    """Run ``benchmarks/<script>`` with ``--quick``; its JSON (the one it also wrote as ``report_name``) and folder."""
+    out = tmp_path_factory.mktemp(report_name.removesuffix(".json"))
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *options, "--quick", "--out", str(out)], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout)
+    report = json.loads(proc.stdout)
+    assert json.loads((out / report_name).read_text()) == report
+    return report, out
 
 
 @pytest.fixture(scope="module")
 def r1_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("learning-r1")
-    report = _run("benchmarks/learning.py", "--lab", "r1", "--quick", "--out", str(out))
-    assert json.loads((out / "learning_r1.json").read_text()) == report
-    return report, out
+    return _quick(tmp_path_factory, "learning.py", "learning_r1.json", "--lab", "r1")
 
 
 def test_r1_quick_runs_each_arm_with_the_quick_budget(r1_report):
@@ -114,10 +117,7 @@ def test_hypotheses_follow_from_the_numbers():
 
 @pytest.fixture(scope="module")
 def mc_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab-r1-mc")
-    report = _run("benchmarks/lab_r1_mc.py", "--quick", "--out", str(out))
-    assert json.loads((out / "lab_r1_mc.json").read_text()) == report
-    return report
+    return _quick(tmp_path_factory, "lab_r1_mc.py", "lab_r1_mc.json")[0]
 
 
 def test_mc_quick_labels_the_same_steps_both_ways(mc_report):
@@ -136,10 +136,7 @@ def test_mc_quick_labels_the_same_steps_both_ways(mc_report):
 
 @pytest.fixture(scope="module")
 def offline_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("offline-uses")
-    report = _run("benchmarks/offline_uses.py", "--quick", "--out", str(out))
-    assert json.loads((out / "offline_uses.json").read_text()) == report
-    return report, out
+    return _quick(tmp_path_factory, "offline_uses.py", "offline_uses.json")
 
 
 def test_offline_best_of_n_picks_from_the_same_candidates_with_both_prms(offline_report):
@@ -202,10 +199,7 @@ def test_selection_gain_is_beyond_noise_only_past_twice_its_standard_error():
 
 @pytest.fixture(scope="module")
 def reasonflux_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab-r1-reasonflux")
-    report = _run("benchmarks/lab_r1_reasonflux.py", "--quick", "--out", str(out))
-    assert json.loads((out / "lab_r1_reasonflux.json").read_text()) == report
-    return report, out
+    return _quick(tmp_path_factory, "lab_r1_reasonflux.py", "lab_r1_reasonflux.json")
 
 
 def test_reasonflux_quick_quality_is_the_judges_label_and_fused_lies_between_the_components(reasonflux_report):
@@ -228,6 +222,7 @@ def test_reasonflux_quick_quality_is_the_judges_label_and_fused_lies_between_the
         k: v["steps"] for k, v in reasonflux["held_out"]["kinds"].items()}
     assert given["unfinished"]["rows"] == reasonflux["unfinished"]["rows"] == 96
     assert (out / "reasonflux" / "prm" / "config.json").exists()
+    assert report["figure"] == "lab_r1_reasonflux.png" and (out / report["figure"]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_reasonflux_quick_verdicts_follow_from_the_numbers(reasonflux_report):
@@ -255,3 +250,6 @@ def test_lab_judge_refuses_a_step_it_never_labelled():
                                          "labels": [True, True]}])
     with pytest.raises(RuntimeError, match="no label"):
         judge.rate([StepQuery("Start at 1.", (), "F(1) = 4", "F(1) = 3")])
+    with pytest.raises(ValueError, match="both ways"):
+        lab_r1_reasonflux.LabJudge([{"problem": "Start at 1.", "completion": "F(1) = 3\n</think>\n\nF(1) = 3",
+                                     "labels": labels} for labels in ([True, True], [False, True])])
