@@ -95,8 +95,7 @@ class LabJudge:
         for row in rows:
             steps = pair_steps(row)
             response = "\n\n".join(steps.response)
-            keys = [(part, k) for part in ("thinking", "response") for k in range(len(getattr(steps, part)))]
-            for (part, k), label in zip(keys, row["labels"], strict=True):
+            for (part, k), label in zip(steps.labelled("both"), row["labels"], strict=True):
                 texts = getattr(steps, part)
                 key = (steps.problem, texts[:k], texts[k], response)
                 if self.labels.setdefault(key, float(label)) != float(label):
